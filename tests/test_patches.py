@@ -26,6 +26,7 @@ from glacierfacies.patches import (
     assign_folds,
     build_patchset,
     fit_minmax,
+    load_arrays,
     validation_fold,
 )
 from glacierfacies.published import export_published, import_points, import_published
@@ -182,6 +183,11 @@ def test_store_roundtrip_subset_minmax(tmp_path, published):
     assert isinstance(back.patches, np.memmap)
     np.testing.assert_array_equal(back.patches, ps.patches)
     pd.testing.assert_frame_equal(back.table, ps.table)
+    arrays = load_arrays(tmp_path / "ds")  # numpy-only path for a bare GPU box
+    np.testing.assert_array_equal(arrays["labels"], ps.labels)
+    np.testing.assert_array_equal(arrays["fold"], ps.folds)
+    assert arrays["glacier"].tolist() == ps.table.glacier.tolist()
+    assert arrays["meta"]["patch_size"] == 33
     sub = back.subset(np.arange(10, 20))
     np.testing.assert_array_equal(sub.patches, ps.patches[10:20])
     opt = back.select_features("optical")
@@ -239,19 +245,21 @@ def test_import_published_values_and_roundtrip(tmp_path, published):
     ("class", "unknown class 'slush'"),
     ("size", "patch is 31x31, expected 33x33"),
     ("bands", "has 10 bands, expected 11"),
+    ("gap", r"fold\(s\) \[6, 7, 8\] have no glacier"),
 ])
 def test_import_published_bad_input(tmp_path, case, match):
     folder = tmp_path / "p"
     write_published(folder, n=12)
     bad = {"fields": "3_hef_ice.tif", "class": "0_hef_20210815_S2_9_slush.tif",
-           "size": "0_hef_20210815_S2_9_ice.tif", "bands": "0_hef_20210815_S2_9_ice.tif"}[case]
+           "size": "0_hef_20210815_S2_9_ice.tif", "bands": "0_hef_20210815_S2_9_ice.tif",
+           "gap": "9_hef_20210815_S2_9_ice.tif"}[case]
     size, count = (31, 11) if case == "size" else (33, 10 if case == "bands" else 11)
     with rasterio.open(folder / bad, "w", driver="GTiff", width=size, height=size, count=count,
                        dtype="float32") as dst:
         dst.write(np.zeros((count, size, size), np.float32))
     with pytest.raises(InputError, match=match) as err:
         import_published(folder, out_dir=tmp_path / "ds", progress=False)
-    assert bad in str(err.value) and "\n" not in str(err.value)
+    assert (bad if case != "gap" else "p:") in str(err.value) and "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
 
 
@@ -337,7 +345,8 @@ def _have(module: str) -> bool:
                     reason="scene.py / sample.py not written yet")
 def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
     import geopandas as gpd
-    from glacierfacies.scene import build_feature_stack, find_scenes, read_scene
+
+    from glacierfacies.scene import build_feature_stack, find_scenes, read_scene, scene_ids
 
     scenes = find_scenes(sample_dir / "scenes")
     with warnings.catch_warnings():
@@ -347,16 +356,21 @@ def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
     labels = gpd.read_file(sample_dir / "labels.gpkg")
     summ = ps.provenance["summary"]
     assert summ["kept"] + summ["skipped_edge"] + summ["skipped_invalid"] == len(labels)
-    assert summ["kept"] > 0.5 * len(labels)
-    sensors = ps.table.groupby("sensor").head(3)
-    assert sensors.sensor.nunique() >= 2
-    by_id = {}
-    for p in scenes:
-        sc = read_scene(p)
-        by_id[str(sc.scene_id)] = sc
-    for i, row in sensors.iterrows():
-        stack = build_feature_stack(by_id[row.scene_id], sample_dir / "dem.tif",
+    assert summ["kept"] > 0.9 * len(labels)
+    assert ps.table.point_id.isin(labels.point_id.astype(str)).all()
+    # one scene per sensor family, 5 points each: the patch is the stack window at the point
+    family = ps.table.sensor.str.slice(0, 4)
+    assert set(family) == {"sent", "land"}
+    by_path = dict(zip(scene_ids(scenes), scenes, strict=True))
+    for fam in ("sent", "land"):
+        sid = ps.table.scene_id[family == fam].iloc[0]
+        stack = build_feature_stack(read_scene(by_path[sid]), sample_dir / "dem.tif",
                                     sample_dir / "outlines.gpkg")
-        r, c = rasterio.transform.rowcol(stack.transform, row.x, row.y)
-        np.testing.assert_array_equal(ps.patches[i], stack.features[:, r - 16:r + 17,
-                                                                    c - 16:c + 17])
+        rows = ps.table[ps.table.scene_id == sid].index[::37][:5]
+        assert len(rows) == 5
+        for i in rows:
+            r, c = rasterio.transform.rowcol(stack.transform, ps.table.x[i], ps.table.y[i])
+            np.testing.assert_array_equal(ps.patches[i],
+                                          stack.features[:, r - 16:r + 17, c - 16:c + 17])
+            lab = labels[labels.point_id.astype(str) == ps.table.point_id[i]].iloc[0]
+            assert lab["class"] == ps.table["class"][i] and lab.scene_id == sid

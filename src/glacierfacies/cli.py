@@ -63,6 +63,42 @@ def sample_cmd(out_dir: Path, seed: int, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------- features (issue 3)
+@cli.command("features")
+@click.argument("scene_path", metavar="SCENE", type=click.Path(path_type=Path))
+@click.option("--dem", "dem", required=True, type=click.Path(path_type=Path),
+              help="DEM raster (any CRS; reprojected bilinearly onto the scene's 10 m grid).")
+@click.option("--outlines", "outlines", required=True, type=click.Path(path_type=Path),
+              help="Glacier outlines (GeoPackage/Shapefile; any CRS).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Output 11-band GeoTIFF.")
+@click.option("--band-map", default=None,
+              help="Plain GeoTIFF only: blue=1,green=2,red=3,nir=4,swir1=5,swir2=6.")
+@click.option("--scale", type=float, default=None, help="Plain GeoTIFF only: DN scale.")
+@click.option("--offset", type=float, default=None, help="Plain GeoTIFF only: DN offset.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
+                 band_map: str | None, scale: float | None, offset: float | None,
+                 overwrite: bool) -> None:
+    """Build the 11-feature stack (6 reflectances, elevation, slope, shadow_mask, hillshade,
+    proximity) of SCENE (.SAFE, Landsat C2 L2 folder, S2 band folder or GeoTIFF)."""
+    from glacierfacies.scene import build_feature_stack, read_scene, write_feature_stack
+    from glacierfacies.sensors import parse_band_map
+
+    if output.exists() and not overwrite:
+        raise InputError(output, "output exists; pass --overwrite to replace it")
+    if not output.parent.exists():
+        raise InputError(output.parent, "output folder does not exist")
+    try:
+        bmap = parse_band_map(band_map) if band_map else None
+    except ValueError as exc:
+        raise InputError(None, f"--band-map: {exc}") from None
+    scene = read_scene(scene_path, band_map=bmap, scale=scale, offset=offset)
+    stack = build_feature_stack(scene, dem, outlines)
+    write_feature_stack(stack, output, overwrite=overwrite)
+    n_glac = int(len(stack.outlines))
+    click.echo(f"{output}: {stack.shape[0]}x{stack.shape[1]} px, 11 bands, "
+               f"{stack.valid.mean():.1%} valid, {n_glac} glacier(s), scene {scene.scene_id}")
+
 
 # ---------------------------------------------------------------- dataset (issue 4)
 @cli.group("dataset")
@@ -74,12 +110,8 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
     from glacierfacies.scene import find_scenes
 
     paths: list[Path] = []
-    for p in scenes:
-        if p.is_dir() and not (p.name.endswith(".SAFE") or (p / "MTD_MSIL2A.xml").exists()
-                               or any(p.glob("*_MTL.txt"))):
-            paths.extend(find_scenes(p))
-        else:
-            paths.append(p)
+    for p in scenes:  # a folder of scenes, or a scene folder itself (find_scenes keeps it)
+        paths.extend(find_scenes(p) if p.is_dir() else [p])
     if not paths:
         raise InputError(scenes[0] if scenes else None, "no scenes found")
     return paths
@@ -196,6 +228,88 @@ def dataset_info_cmd(dataset_dir) -> None:
 
 
 # ---------------------------------------------------------------- train / evaluate (issue 5)
+@cli.command("train")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "run_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Run folder (resumable).")
+@click.option("--stage", type=click.Choice(["round1", "clean", "round2", "all"]), default="all",
+              show_default=True, help="Whole protocol or one stage.")
+@click.option("--preset", type=click.Choice(["paper", "sample"]), default="paper",
+              show_default=True,
+              help="paper: width 64, 100 epochs; sample: width 16, 6 epochs (CPU-friendly).")
+@click.option("--epochs", type=int, default=None, help="Override the preset.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--width", type=int, default=None, help="Conv channels (paper 64).")
+@click.option("--lr", type=float, default=None)
+@click.option("--patience", type=int, default=None, help="Early stopping (epochs).")
+@click.option("--features", default=None, help="Subset name or comma list (default: all).")
+@click.option("--prune-classes", default=None,
+              help="Comma list of classes confident learning may prune (default: facies).")
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N.")
+@click.option("--seed", type=int, default=None)
+@click.option("--checkpoint-every", type=int, default=None, help="Batches between checkpoints.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default 2).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile (CUDA).")
+@click.option("--flipped-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Known wrong labels (point_id) to score cleaning against; "
+                                 "default: flipped_labels.csv beside the labels, if any.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, patience,
+              features, prune_classes, device, seed, checkpoint_every, threads, compile_,
+              flipped_labels, quiet) -> None:
+    """Cross-validated training: round 1, confident learning, round 2, evaluation, calibration.
+
+    Rerun the same command after an interrupt: it resumes from the last checkpoint.
+    """
+    from glacierfacies.classes import CLASS_NAMES, class_index
+    from glacierfacies.features import resolve_features
+    from glacierfacies.training import TrainConfig, summary_lines, train_dataset
+
+    overrides = dict(epochs=epochs, batch_size=batch_size, width=width, lr=lr,
+                     patience=patience, device=device, seed=seed,
+                     checkpoint_every=checkpoint_every, threads=threads, compile=compile_)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if features:
+            overrides["features"] = resolve_features(features)
+        if prune_classes:
+            overrides["prune_classes"] = tuple(
+                CLASS_NAMES[class_index(c)] for c in prune_classes.split(",") if c.strip())
+        cfg = (TrainConfig.sample if preset == "sample" else TrainConfig.paper)(**overrides)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
+                            progress=not quiet)
+    click.echo(f"{run_dir}: stage {stage} done")
+    for line in summary_lines(metrics):
+        click.echo(line)
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="PatchSet folder (default: the one recorded in the run).")
+def evaluate_cmd(run_dir, dataset) -> None:
+    """Recompute RUN_DIR/metrics.json, confusion matrices and reliability diagram."""
+    from glacierfacies.training import evaluate_run, summary_lines
+
+    metrics = evaluate_run(run_dir, dataset)
+    click.echo(f"{run_dir / 'metrics.json'} written")
+    for line in summary_lines(metrics):
+        click.echo(line)
+
+
+@cli.command("export-onnx")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export_onnx_cmd(model, out) -> None:
+    """Export a fold model (dense, normalised, calibrated) to ONNX: features -> probabilities."""
+    from glacierfacies.training import export_onnx
+
+    export_onnx(model, out)
+    click.echo(f"{out}: input 'features' (B, F, H, W) raw, output 'probabilities' "
+               "(B, 8, H-S+1, W-S+1)")
+
 
 # ---------------------------------------------------------------- map / map-many (issue 6)
 def _map_options(f):
@@ -285,13 +399,15 @@ def map_many_cmd(scenes_glob: str, dem: Path, outlines: Path, models: tuple[Path
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="products.gpkg (with outline geometry) or products.csv")
 @click.option("--id-column", help="Outline column naming glaciers (default: first of "
-              "glacier, name, rgi_id, RGIId, Name, wgms_id).")
+              "glacier, rgi_id, RGIId, name, Name, wgms_id).")
 @click.option("--confidence", "confidence", multiple=True, type=click.Path(path_type=Path),
               help="Confidence map per MAP, in order (default: band/sibling named *confidence*).")
 @click.option("--probabilities", multiple=True, type=click.Path(path_type=Path),
               help="8-band class-probability raster per MAP, in order (resolves shadow).")
-@click.option("--shadow", type=click.Choice(["exclude", "probabilities"]), default="exclude",
-              show_default=True, help="Shadow pixels: unobserved, or their most likely facies.")
+@click.option("--shadow", type=click.Choice(["snowline", "exclude", "probabilities"]),
+              default="snowline", show_default=True,
+              help="Shadowed glacier pixels: side of the snowline they lie on (needs --dem), "
+              "unobserved, or their most likely facies (needs --probabilities).")
 @click.option("--refrozen-accumulation", is_flag=True,
               help="Count refrozen-like as accumulation in the AAR.")
 @click.option("--scene-id", help="Scene id (single MAP; default: map tags, else file name).")

@@ -83,14 +83,6 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
                 f"model expects feature(s) {missing or names} that mapping cannot build "
                 f"(available: {', '.join(FEATURE_NAMES)})",
             )
-        check = getattr(card, "check_features", None)
-        if callable(check):
-            try:
-                check(FEATURE_NAMES)
-            except InputError:
-                raise
-            except ValueError as exc:  # some cards may raise ValueError
-                raise InputError(path, str(exc)) from None
         norm = _card_get(card, "normalisation")
         calib = _card_get(card, "calibration") or {}
         temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
@@ -324,6 +316,129 @@ def predict_stack(
     )
 
 
+BLOCK_THRESHOLD_PX = 5000 * 5000  # scenes larger than this are mapped block by block
+DEFAULT_BLOCK_SIZE = 2048
+BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around each block
+
+
+def scene_grid(scene: PathLike) -> Any:
+    """The scene's 10 m grid without reading pixels (finest band file, as scene.py picks it)."""
+    from glacierfacies import scene as sc
+
+    if hasattr(sc, "scene_grid"):
+        return sc.scene_grid(scene)
+    p = Path(scene)
+    files = [p] if p.is_file() else [
+        q for q in sorted(p.rglob("*")) if q.suffix.lower() in (".jp2", ".tif", ".tiff")
+    ]
+    best = None
+    for f in files:
+        with sc._open_raster(f) as src:
+            if src.crs is None or src.crs.is_geographic:
+                continue
+            if best is None or abs(src.transform.a) < best[0]:
+                best = (abs(src.transform.a), sc._default_grid(f, src))
+    if best is None:
+        raise InputError(scene, "no projected raster found in the scene")
+    return best[1]
+
+
+def _check_dem_overlap(dem: PathLike, grid: Any) -> None:
+    """InputError naming the DEM when its bounds miss the scene grid (cheap, no pixels read)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(dem) as src:
+            if src.crs is None:
+                raise InputError(dem, "DEM has no CRS")
+            w, s, e, n = transform_bounds(grid.crs, src.crs, *grid.bounds)
+            b = src.bounds
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(dem, f"cannot read DEM ({str(exc).splitlines()[0]})") from None
+    if w >= b.right or e <= b.left or s >= b.top or n <= b.bottom:
+        raise InputError(dem, "DEM does not overlap the scene")
+
+
+def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
+    """Glacier mask (+ buffer) rasterised on the whole scene grid, as build_feature_stack does."""
+    from rasterio.features import rasterize
+
+    from glacierfacies import scene as sc
+
+    gdf = sc._read_outlines(outlines, grid)  # raises when no outline touches the scene
+    geoms = list(gdf.geometry)
+    if buffer_m > 0:
+        geoms += [g for g in gdf.geometry.buffer(buffer_m) if g is not None and not g.is_empty]
+    mask = rasterize(((g, 1) for g in geoms), out_shape=grid.shape, transform=grid.transform,
+                     fill=0, dtype="uint8")
+    return mask.astype(bool)
+
+
+def _predict_blocks(
+    members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
+    mask: np.ndarray, block_size: int, tile_size: int, device: str, precision: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Dense prediction block by block: each block (+ halo + context) read as a window grid.
+
+    Memory ~ one block's features plus the (H, W) class/confidence/mask arrays. Optical
+    features equal the whole-scene ones; terrain features see `BLOCK_CONTEXT_PX` plus
+    scene.TERRAIN_MARGIN_M of terrain beyond the block (cast shadows longer than that, or
+    proximity to an edge farther than that, can differ from a whole-scene run).
+    """
+    from rasterio.transform import Affine
+
+    from glacierfacies import scene as sc
+    from glacierfacies.inference import dense_predict
+
+    height, width = grid.shape
+    margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
+    classes = np.full((height, width), NODATA_CLASS, np.uint8)
+    confidence = np.full((height, width), np.nan, np.float32)
+    blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
+    todo = [(r, c) for r, c in blocks if mask[r : r + block_size, c : c + block_size].any()]
+    info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
+            "scene_id": None, "sensor": "", "acquired": ""}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="blocks", unit="block")
+    for r0, c0 in todo:
+        bh, bw = min(block_size, height - r0), min(block_size, width - c0)
+        bgrid = sc.Grid(grid.crs, grid.transform * Affine.translation(c0 - margin, r0 - margin),
+                        bh + 2 * margin, bw + 2 * margin)
+        try:
+            block_scene = sc.read_scene(scene, grid=bgrid)
+        except InputError as exc:
+            if "no valid pixel" in exc.problem:
+                continue
+            raise
+        stack = sc.build_feature_stack(block_scene, dem, outlines)
+        info.update(scene_id=block_scene.scene_id, sensor=block_scene.sensor,
+                    acquired=block_scene.acquired)
+        bmask = np.zeros(bgrid.shape, bool)
+        rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
+        re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
+        bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
+            = mask[rs:re_, cs:ce]
+        pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
+                             device=device, precision=precision)
+        core = (slice(margin, margin + bh), slice(margin, margin + bw))
+        classes[r0 : r0 + bh, c0 : c0 + bw] = pred.classes[core]
+        confidence[r0 : r0 + bh, c0 : c0 + bw] = pred.confidence[core]
+        info["blocks_run"] += 1
+        info["tiles_run"] += pred.tiles_run
+        info["tiles_skipped"] += pred.tiles_skipped
+        del stack, block_scene, pred
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return classes, confidence, info
+
+
 def map_scene(
     scene: PathLike,
     dem: PathLike,
@@ -340,8 +455,13 @@ def map_scene(
     precision: str = "fp32",
     progress: bool = True,
     members: Sequence[Any] | None = None,
+    block_size: int | None = None,
 ) -> MapResult:
-    """Map one scene to a facies COG (+ confidence COG, + .qml); see the module docstring."""
+    """Map one scene to a facies COG (+ confidence COG, + .qml); see the module docstring.
+
+    `block_size` None: whole-scene features for scenes up to BLOCK_THRESHOLD_PX pixels,
+    blocks of DEFAULT_BLOCK_SIZE beyond; 0 forces whole-scene, N > 0 forces blocks of N.
+    """
     from glacierfacies.scene import build_feature_stack, read_scene
     from glacierfacies.smoothing import mode_filter
 
@@ -361,39 +481,59 @@ def map_scene(
         raise InputError(None, str(exc)) from None
     if confidence_dtype not in ("uint8", "float32"):
         raise InputError(None, f"confidence dtype must be uint8 or float32, got {confidence_dtype}")
-    if members is None:
-        members = load_members(models)
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
             raise InputError(p, f"{what} does not exist")
-    sc = read_scene(scene)
-    stack = build_feature_stack(sc, dem, outlines)
-    if not np.isfinite(stack.features[FEATURE_NAMES.index("elevation")]).any():
-        raise InputError(dem, "DEM does not overlap the scene")
-    pred = predict_stack(
-        members, stack, buffer_m, tile_size, device, precision, progress=progress,
-        outlines_path=outlines,
-    )
-    classes = mode_filter(pred.classes) if smoothing else pred.classes
+    if members is None:
+        members = load_members(models)
+    grid = scene_grid(scene)
+    _check_dem_overlap(dem, grid)
+    if block_size is None:
+        block_size = DEFAULT_BLOCK_SIZE if grid.height * grid.width > BLOCK_THRESHOLD_PX else 0
+    if block_size > 0:
+        mask = _outline_mask(outlines, grid, buffer_m)
+        if not mask.any():
+            raise InputError(outlines, "no glacier outline overlaps the scene")
+        classes, conf, info = _predict_blocks(
+            members, scene, dem, outlines, grid, mask, block_size, tile_size, device,
+            precision, progress,
+        )
+        del mask
+        transform, crs = grid.transform, grid.crs
+        ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired")}
+        tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
+    else:
+        sc = read_scene(scene)
+        stack = build_feature_stack(sc, dem, outlines)
+        pred = predict_stack(
+            members, stack, buffer_m, tile_size, device, precision, progress=progress,
+            outlines_path=outlines,
+        )
+        classes, conf = pred.classes, pred.confidence
+        transform, crs = stack.transform, stack.crs
+        ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired}
+        tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
+        del stack, sc, pred
+    if smoothing:
+        classes = mode_filter(classes)
     counts = np.bincount(classes[classes != NODATA_CLASS], minlength=len(CLASS_NAMES))
     meta = {
-        "SCENE_ID": str(getattr(sc, "scene_id", Path(scene).name)),
-        "SENSOR": str(getattr(sc, "sensor", "")),
-        "ACQUIRED": str(getattr(sc, "acquired", "")),
+        "SCENE_ID": str(ident["scene_id"] or scene_stem(scene)),
+        "SENSOR": str(ident["sensor"]),
+        "ACQUIRED": str(ident["acquired"]),
         "MODELS": ",".join(Path(m).name for m in models),
         "SMOOTHING": "mode3x3" if smoothing else "none",
         "BUFFER_M": f"{buffer_m:g}",
     }
     outputs = write_outputs(
-        classes, stack.transform, stack.crs, out, pred.confidence, confidence_out,
-        confidence_dtype, overwrite, meta,
+        classes, transform, crs, out, conf, confidence_out, confidence_dtype, overwrite, meta,
     )
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],
         n_classified=int(counts.sum()),
         class_counts={n: int(c) for n, c in zip(CLASS_NAMES, counts, strict=True)},
-        seconds=time.perf_counter() - t0, tiles_run=pred.tiles_run,
-        tiles_skipped=pred.tiles_skipped,
+        seconds=time.perf_counter() - t0, tiles_run=tiles_run, tiles_skipped=tiles_skipped,
+        extra=info,
     )
 
 

@@ -15,11 +15,16 @@ Three jobs, kept free of rasters and tables so they run anywhere numpy/scipy/skl
 
 Conventions (also in ``docs/massbalance.md``):
 
-* *observed* pixels are glacier pixels that are neither nodata (255), cloud nor — by default —
-  shadow. Shadow hides the surface, so by default it is excluded from the observed area
-  (``shadow="exclude"``). With class probabilities (``shadow="probabilities"``) a shadow
-  pixel is instead counted as its most likely facies (ice, snow, debris, firn, refrozen-like)
-  and is observed. Water on a glacier is a visible surface: observed, and on the ablation side.
+* *observed* pixels are glacier pixels that are neither nodata (255) nor cloud. Shadow hides
+  the surface; three ways to count it (`ProductConfig.shadow`):
+  ``"snowline"`` (default): a shadowed glacier pixel takes the side of the snowline altitude
+  (estimated from the sunlit pixels) it lies on, and counts as observed; needs a DEM, else
+  it falls back to ``"exclude"``. On the built-in sample's true maps this recovers the true
+  AAR within 0.03 where excluding shadow is off by up to 0.14 in late-season scenes.
+  ``"exclude"``: shadow is unobserved (left out of the AAR and the observed fraction).
+  ``"probabilities"``: with class probabilities a shadow pixel is counted as its most likely
+  surface facies (ice, snow, debris, firn, refrozen-like) and is observed.
+  Water on a glacier is a visible surface: observed, and on the ablation side.
 * AAR = accumulation area / observed area, accumulation = snow + firn (+ refrozen-like when
   ``refrozen_is_accumulation``).
 * The snowline altitude is the elevation z that minimises the misclassification
@@ -62,12 +67,13 @@ class ProductConfig:
     """How class maps become glacier products (serialised next to every products table)."""
 
     refrozen_is_accumulation: bool = False
-    shadow: Literal["exclude", "probabilities"] = "exclude"
+    shadow: Literal["snowline", "exclude", "probabilities"] = "snowline"
     snowline_tolerance: float = 0.01  # cost tolerance (fraction of observed pixels) for the unc.
 
     def __post_init__(self) -> None:
-        if self.shadow not in ("exclude", "probabilities"):
-            raise ValueError(f"shadow must be 'exclude' or 'probabilities', got {self.shadow!r}")
+        if self.shadow not in ("exclude", "probabilities", "snowline"):
+            raise ValueError("shadow must be 'exclude', 'probabilities' or 'snowline', "
+                             f"got {self.shadow!r}")
         if not 0 <= self.snowline_tolerance < 1:
             raise ValueError("snowline_tolerance must be in [0, 1)")
 
@@ -104,7 +110,7 @@ def resolve_shadow(
 
 
 def observed_mask(class_map: np.ndarray) -> np.ndarray:
-    """Pixels whose surface is seen: not nodata, cloud or (unresolved) shadow."""
+    """Pixels whose surface is seen: not nodata, cloud or (not yet resolved) shadow."""
     return (class_map != NODATA_CLASS) & (class_map != CLOUD) & (class_map != SHADOW)
 
 
@@ -181,13 +187,23 @@ def glacier_products(
     out["glacier_area_km2"] = float(n_glacier * km2)
     obs = observed_mask(cmap) & glacier_mask
     n_obs = int(obs.sum())
-    out["observed_fraction"] = n_obs / n_glacier if n_glacier else float("nan")
     acc = np.isin(cmap, config.accumulation_codes)
-    out["aar"] = float((acc & obs).sum() / n_obs) if n_obs else float("nan")
     if elevation_m is not None and n_obs:
         sl, unc = snowline_altitude(elevation_m[obs], acc[obs], config.snowline_tolerance)
     else:
         sl, unc = float("nan"), float("nan")
+    if config.shadow == "snowline" and elevation_m is not None and n_obs:
+        # shadowed glacier pixels take the side of the snowline they lie on
+        shade = glacier_mask & (cmap == SHADOW) & np.isfinite(elevation_m)
+        if np.isfinite(sl):
+            above = np.asarray(elevation_m) >= sl
+        else:  # no snowline on the glacier: all accumulation or all ablation
+            above = np.full(cmap.shape, bool(acc[obs].all()))
+        acc = acc | (shade & above)
+        obs = obs | shade
+        n_obs = int(obs.sum())
+    out["observed_fraction"] = n_obs / n_glacier if n_glacier else float("nan")
+    out["aar"] = float((acc & obs).sum() / n_obs) if n_obs else float("nan")
     out["snowline_m"], out["snowline_unc_m"] = sl, unc
     if confidence is not None:
         raw = np.asarray(confidence)

@@ -235,6 +235,23 @@ class PatchSet:
         )
 
 
+def load_arrays(path: str | os.PathLike) -> dict[str, Any]:
+    """numpy-only view of a PatchSet folder (no pandas/pyarrow): for a bare GPU box.
+
+    Returns `patches` (memory map), `labels`, `fold`, `glacier`, `scene_id`, `sensor`
+    arrays and `meta` (the meta.json dict).
+    """
+    path = Path(path)
+    if not (path / "index.npz").is_file():
+        raise InputError(path, "not a PatchSet folder (missing index.npz)")
+    meta = json.loads((path / "meta.json").read_text())
+    with np.load(path / "index.npz") as z:
+        out: dict[str, Any] = {k: z[k] for k in z.files}
+    out["patches"] = np.load(path / "patches.npy", mmap_mode="r")
+    out["meta"] = meta
+    return out
+
+
 class PatchSetWriter:
     """Write a PatchSet folder without holding the patches in RAM.
 
@@ -295,6 +312,10 @@ class PatchSetWriter:
         labels_from_names(table["class"].tolist(), class_names)  # validates names
         self.patches.flush()
         table.to_parquet(self.tmp / "table.parquet", index=False)
+        np.savez(self.tmp / "index.npz",
+                 labels=labels_from_names(table["class"].tolist(), class_names),
+                 fold=table["fold"].to_numpy(np.int64),
+                 **{c: table[c].to_numpy(str) for c in ("glacier", "scene_id", "sensor")})
         meta = {
             "version": META_VERSION, "n_patches": self.n,
             "feature_names": list(self.feature_names), "class_names": list(class_names),
@@ -514,6 +535,7 @@ def build_patchset(
     from rasterio.transform import rowcol
     from tqdm import tqdm
 
+    from glacierfacies import scene as scene_mod
     from glacierfacies.scene import build_feature_stack, read_scene
 
     patch_size = check_patch_size(patch_size)
@@ -528,10 +550,13 @@ def build_patchset(
         raise InputError(labels_path, f"fold column {fold_column!r} not in labels")
     scene_ids = gdf["scene_id"].astype(str).to_numpy()
 
-    scenes = {}
-    for p in scene_paths:
-        sc = read_scene(p)
-        scenes.setdefault(str(sc.scene_id), (p, sc))
+    if hasattr(scene_mod, "scene_ids"):  # ids from names/metadata, no pixels read
+        ids = [str(s) for s in scene_mod.scene_ids(scene_paths)]
+    else:
+        ids = [str(read_scene(p).scene_id) for p in scene_paths]
+    scenes: dict[str, Any] = {}
+    for sid, p in zip(ids, scene_paths, strict=True):
+        scenes.setdefault(sid, p)
     unknown = sorted(set(scene_ids) - set(scenes))
     if unknown:
         n_bad = int(np.isin(scene_ids, unknown).sum())
@@ -554,7 +579,7 @@ def build_patchset(
         dates = np.full(n, "", dtype=object)
         per_scene: dict[str, dict[str, int]] = {}
         for sid in tqdm(sorted(set(scene_ids)), desc="sampling scenes", unit="scene"):
-            path, sc = scenes[sid]
+            sc = read_scene(scenes[sid])
             stack = build_feature_stack(sc, dem_path, outlines_path)
             feats = np.asarray(stack.features)[fidx]
             rows_i = np.flatnonzero(scene_ids == sid)
@@ -604,7 +629,7 @@ def build_patchset(
         }
         provenance = {
             "source": "scenes", "labels": str(labels_path), "dem": str(dem_path),
-            "outlines": str(outlines_path), "scenes": {k: str(v[0]) for k, v in scenes.items()},
+            "outlines": str(outlines_path), "scenes": {k: str(v) for k, v in scenes.items()},
             "features": list(feature_names), "summary": summary,
             "edge_rule": "points whose window crosses the scene edge or holds non-finite "
                          "values are skipped",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from glacierfacies import wgms
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError, atomic_output
 
-ID_COLUMNS = ("glacier", "name", "rgi_id", "RGIId", "Name", "wgms_id")
+ID_COLUMNS = ("glacier", "rgi_id", "RGIId", "name", "Name", "wgms_id")
 CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
 _DATE_RES = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
@@ -66,7 +67,8 @@ def scene_metadata(path: Path, tags: dict[str, str], override: dict[str, str] | 
     override = {k: v for k, v in (override or {}).items() if v}
     stem = path.name.split(".")[0]
     scene_id = override.get("scene_id") or low.get("scene_id") or re.sub(
-        r"(_(facies|classes|class|map|smoothed))+$", "", stem, flags=re.IGNORECASE)
+        r"^(facies|classes|class|map)_|(_(facies|classes|class|map|smoothed))+$", "", stem,
+        flags=re.IGNORECASE)
     date = override.get("date") or low.get("date") or low.get("acquired") or ""
     date = _parse_date(str(date)) or _parse_date(scene_id) or _parse_date(stem) or ""
     sensor = override.get("sensor") or low.get("sensor") or _sensor_from_name(scene_id)
@@ -188,8 +190,10 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 if gx1 < left or gx0 > right or gy1 < bottom or gy0 > top:
                     continue
                 win = from_bounds(gx0, gy0, gx1, gy1, ds.transform)
-                win = win.round_offsets("floor").round_lengths("ceil")
-                win = Window(win.col_off, win.row_off, win.width + 1, win.height + 1)
+                c0, r0 = int(np.floor(win.col_off)), int(np.floor(win.row_off))
+                c1 = int(np.ceil(win.col_off + win.width))
+                r1 = int(np.ceil(win.row_off + win.height))
+                win = Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
                 wt = ds.window_transform(win)
                 shape = (int(win.height), int(win.width))
                 mask = geometry_mask([geom], out_shape=shape, transform=wt, invert=True)
@@ -239,7 +243,9 @@ def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.Product
         raise InputError(dest, "output must end in .gpkg or .csv")
     with atomic_output(dest) as tmp:
         if suffix == ".gpkg":
-            table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
+            with warnings.catch_warnings():  # the temporary name does not end in .gpkg
+                warnings.filterwarnings("ignore", message=".*filename extension")
+                table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
         else:
             pd.DataFrame(table.drop(columns="geometry")).to_csv(tmp, index=False)
     side = dest.with_name(dest.name + ".json")

@@ -138,6 +138,10 @@ def import_published(
         table["x"], table["y"], table["crs"] = xs, ys, crs
         table = normalise_table(table.drop(columns=["date_field"]))
         folds = table["fold"].to_numpy()
+        empty = sorted(set(range(int(folds.max()) + 1)) - set(folds.tolist()))
+        if empty:
+            raise InputError(folder, f"fold(s) {empty[:5]} have no glacier (folds in the names "
+                                     f"must be 0..k-1 without gaps)")
         fold_config = {"k": int(folds.max()) + 1, "method": "published",
                        "values": np.unique(folds).tolist()}
         provenance = {"source": "published", "folder": str(folder), "n_files": n,

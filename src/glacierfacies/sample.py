@@ -48,12 +48,9 @@ sun position. AAR = (snow + firn) / glacier area (truth/aar_truth.csv).
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import os
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +58,7 @@ import numpy as np
 from scipy import ndimage
 
 from glacierfacies import terrain
-from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS, class_index, colour_table
+from glacierfacies.classes import CLASS_NAMES, CLASSES, NODATA_CLASS, class_index, colour_table
 from glacierfacies.errors import InputError, atomic_output
 
 __all__ = [
@@ -108,7 +105,7 @@ OTHER_SPECTRA: dict[str, tuple[float, ...]] = {
 SHADOW_DIFFUSE_FRACTION = (0.22, 0.18, 0.15, 0.12, 0.10, 0.10)
 #: Small band-response differences between the sensors (OLI NIR is narrower, at 865 nm).
 SENSOR_BAND_FACTOR = {
-    "sentinel-2": (1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+    "sentinel2": (1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
     "landsat": (1.0, 1.0, 1.0, 0.97, 1.02, 1.0),
 }
 #: Relative and absolute half-widths of the documented per-class reflectance range.
@@ -195,7 +192,7 @@ _GLACIERS: tuple[_GlacierSpec, ...] = (
 
 @dataclass(frozen=True)
 class _SceneSpec:
-    sensor: str  # "sentinel-2" | "landsat-8" | "landsat-9"
+    sensor: str  # "sentinel2" | "landsat8" | "landsat9" (scene.py names)
     time: dt.datetime  # UTC acquisition
     season: str  # "early" | "end"
 
@@ -210,21 +207,21 @@ class _SceneSpec:
     @property
     def scene_id(self) -> str:
         d = self.time.strftime("%Y%m%d")
-        if self.sensor == "sentinel-2":
+        if self.sensor == "sentinel2":
             gen = (self.time + dt.timedelta(hours=3, minutes=19, seconds=43)).strftime("%Y%m%dT%H%M%S")
             return f"S2B_MSIL2A_{self.time:%Y%m%dT%H%M%S}_N0509_R108_T32TPS_{gen}"
         proc = (self.time + dt.timedelta(days=2)).strftime("%Y%m%d")
-        mission = "LC09" if self.sensor == "landsat-9" else "LC08"
+        mission = "LC09" if self.sensor == "landsat9" else "LC08"
         return f"{mission}_L2SP_193027_{d}_{proc}_02_T1"
 
 
 _SCENES: tuple[_SceneSpec, ...] = (
-    _SceneSpec("sentinel-2", dt.datetime(2022, 7, 8, 10, 36, 29), "early"),
-    _SceneSpec("sentinel-2", dt.datetime(2022, 9, 5, 10, 36, 29), "end"),
-    _SceneSpec("landsat-9", dt.datetime(2022, 9, 5, 10, 12, 41), "end"),
-    _SceneSpec("sentinel-2", dt.datetime(2023, 7, 3, 10, 36, 31), "early"),
-    _SceneSpec("landsat-8", dt.datetime(2023, 7, 3, 10, 12, 18), "early"),
-    _SceneSpec("sentinel-2", dt.datetime(2023, 9, 20, 10, 36, 29), "end"),
+    _SceneSpec("sentinel2", dt.datetime(2022, 7, 8, 10, 36, 29), "early"),
+    _SceneSpec("sentinel2", dt.datetime(2022, 9, 5, 10, 36, 29), "end"),
+    _SceneSpec("landsat9", dt.datetime(2022, 9, 5, 10, 12, 41), "end"),
+    _SceneSpec("sentinel2", dt.datetime(2023, 7, 3, 10, 36, 31), "early"),
+    _SceneSpec("landsat8", dt.datetime(2023, 7, 3, 10, 12, 18), "early"),
+    _SceneSpec("sentinel2", dt.datetime(2023, 9, 20, 10, 36, 29), "end"),
 )
 _WGMS_YEARS = tuple(range(2004, 2024))
 
@@ -431,7 +428,7 @@ def _cloud_field(world: _World, rng: np.random.Generator) -> tuple[np.ndarray, f
     """A few cumulus blobs with ragged edges; 3-7% of the scene opaque, two blobs over ice."""
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     field = np.zeros((HEIGHT, WIDTH), np.float32)
-    n = int(rng.integers(3, 7))
+    n = int(rng.integers(4, 8))
     ice_r, ice_c = np.nonzero(world.glacier > 0)
     for k in range(n):
         if k < 2:
@@ -439,18 +436,18 @@ def _cloud_field(world: _World, rng: np.random.Generator) -> tuple[np.ndarray, f
             r, c = ice_r[i], ice_c[i]
         else:
             r, c = rng.uniform(0, HEIGHT), rng.uniform(0, WIDTH)
-        a, b = rng.uniform(12, 35, 2)
+        a, b = rng.uniform(15, 40, 2)
         field += np.exp(-(((yy - r) / a) ** 2 + ((xx - c) / b) ** 2))
-    field += 0.25 * _noise(rng, 4)
+    field *= 1 + 0.35 * _noise(rng, 4)  # ragged edges, texture inside
     frac = rng.uniform(0.03, 0.07)
-    thr = float(np.quantile(field, 1 - frac))
+    thr = max(float(np.quantile(field, 1 - frac)), 0.3)  # never a scene-wide haze
     return field, thr
 
 
 def _opacity(field: np.ndarray, thr: float, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Cloud opacity 0..1 (class cloud where >= 0.5); `shift` advects it between overpasses."""
     f = np.roll(field, shift, axis=(0, 1)) if shift != (0, 0) else field
-    return np.clip((f - thr) / 0.12 + 0.5, 0, 1).astype(np.float32)
+    return np.clip((f - thr) / (0.4 * thr) + 0.5, 0, 1).astype(np.float32)
 
 
 def _date_states(world: _World, rng: np.random.Generator) -> dict[str, _DateState]:
@@ -505,7 +502,7 @@ def _render(world: _World, state: _DateState, spec: _SceneSpec, sun_az: float, s
     refl = np.where(shadow[None], refl * diffuse, refl * illum)
     cloud = np.array(SPECTRA["cloud"], np.float32)[:, None, None] * (1 + 0.04 * _noise(rng, 3))
     refl = (1 - opacity) * refl + opacity * cloud
-    family = "sentinel-2" if spec.sensor == "sentinel-2" else "landsat"
+    family = "sentinel2" if spec.sensor == "sentinel2" else "landsat"
     factor = np.array(SENSOR_BAND_FACTOR[family], np.float32)[:, None, None]
     gain = 1 + rng.uniform(-0.02, 0.02)
     return (refl * factor * gain).astype(np.float32)
@@ -515,3 +512,652 @@ def _sensor_noise(refl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Add signal-dependent sensor noise (sigma = 0.003 + 0.008 * reflectance)."""
     sigma = 0.003 + 0.008 * np.clip(refl, 0, None)
     return (refl + sigma * rng.standard_normal(refl.shape).astype(np.float32)).astype(np.float32)
+
+
+# ------------------------------------------------------------------ writers
+
+
+def _transform(res: float):
+    from affine import Affine
+
+    return Affine(res, 0.0, X0, 0.0, -res, Y0)
+
+
+def _write_tif(path: Path, data: np.ndarray, res: float, nodata, colormap=None,
+               descriptions: tuple[str, ...] | None = None) -> None:
+    """Deterministic compressed GeoTIFF (no timestamps) on the sample grid at `res` metres."""
+    import rasterio
+
+    arr = data if data.ndim == 3 else data[None]
+    predictor = 3 if arr.dtype.kind == "f" else 2
+    profile = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                   dtype=arr.dtype.name, crs=f"EPSG:{CRS_EPSG}", transform=_transform(res),
+                   nodata=nodata, compress="deflate", predictor=predictor, tiled=True,
+                   blockxsize=256, blockysize=256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr)
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
+            if descriptions:
+                for i, d in enumerate(descriptions, start=1):
+                    dst.set_band_description(i, d)
+
+
+def _scene_centre_lonlat() -> tuple[float, float]:
+    from rasterio.warp import transform
+
+    lon, lat = transform(f"EPSG:{CRS_EPSG}", "EPSG:4326", [X0 + WIDTH * PIXEL_M / 2],
+                         [Y0 - HEIGHT * PIXEL_M / 2])
+    return float(lon[0]), float(lat[0])
+
+
+def _s2_dn(refl: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint((refl - S2_OFFSET) / S2_SCALE), 1, 65534).astype(np.uint16)
+
+
+def _landsat_dn(refl: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint((refl - LANDSAT_OFFSET) / LANDSAT_SCALE), 1, 65535).astype(np.uint16)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _write_s2(folder: Path, spec: _SceneSpec, refl: np.ndarray, sun_az: float, sun_el: float,
+              rng: np.random.Generator) -> Path:
+    """A Sentinel-2 L2A-like .SAFE folder: band GeoTIFFs (.tif, not .jp2), MTD_MSIL2A.xml,
+    GRANULE/<granule>/MTD_TL.xml, laid out and named as in an ESA product."""
+    safe = folder / f"{spec.scene_id}.SAFE"
+    abs_orbit = 28000 + (spec.time - dt.datetime(2022, 7, 1)).days * 14 // 10
+    granule = f"L2A_T32TPS_A{abs_orbit:06d}_{spec.time:%Y%m%dT%H%M%S}"
+    img = safe / "GRANULE" / granule / "IMG_DATA"
+    stem = f"T32TPS_{spec.time:%Y%m%dT%H%M%S}"
+    files = []
+    for b, band in enumerate(S2_BANDS):
+        res = S2_BAND_RES[band]
+        data = _block_mean(refl[b], res // 10) if res > 10 else refl[b]
+        dn = _s2_dn(_sensor_noise(data, rng))
+        rel = f"GRANULE/{granule}/IMG_DATA/R{res}m/{stem}_{band}_{res}m"
+        _write_tif(img / f"R{res}m" / f"{stem}_{band}_{res}m.tif", dn, res, 0)
+        files.append(rel)
+    start = spec.time
+    stop = start + dt.timedelta(seconds=1, milliseconds=24)
+    gen = dt.datetime.strptime(spec.scene_id.rsplit("_", 1)[1], "%Y%m%dT%H%M%S")
+    image_files = "\n".join(f"            <IMAGE_FILE>{f}</IMAGE_FILE>" for f in files)
+    offsets = "\n".join(
+        f'        <BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13)
+    )
+    mtd = f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+  <n1:General_Info>
+    <Product_Info>
+      <PRODUCT_START_TIME>{_iso(start)}</PRODUCT_START_TIME>
+      <PRODUCT_STOP_TIME>{_iso(stop)}</PRODUCT_STOP_TIME>
+      <PRODUCT_URI>{spec.scene_id}.SAFE</PRODUCT_URI>
+      <PROCESSING_LEVEL>Level-2A</PROCESSING_LEVEL>
+      <PRODUCT_TYPE>S2MSI2A</PRODUCT_TYPE>
+      <PROCESSING_BASELINE>05.09</PROCESSING_BASELINE>
+      <PRODUCT_DOI>https://doi.org/10.5270/S2_-znk9xsj</PRODUCT_DOI>
+      <GENERATION_TIME>{_iso(gen)}</GENERATION_TIME>
+      <PREVIEW_IMAGE_URL>Not applicable</PREVIEW_IMAGE_URL>
+      <PREVIEW_GEO_INFO>Not applicable</PREVIEW_GEO_INFO>
+      <Datatake datatakeIdentifier="GS2B_{start:%Y%m%dT%H%M%S}_{abs_orbit:06d}_N05.09">
+        <SPACECRAFT_NAME>Sentinel-2B</SPACECRAFT_NAME>
+        <DATATAKE_TYPE>INS-NOBS</DATATAKE_TYPE>
+        <DATATAKE_SENSING_START>{_iso(start)}</DATATAKE_SENSING_START>
+        <SENSING_ORBIT_NUMBER>108</SENSING_ORBIT_NUMBER>
+        <SENSING_ORBIT_DIRECTION>DESCENDING</SENSING_ORBIT_DIRECTION>
+      </Datatake>
+      <Query_Options completeSingleTile="true">
+        <PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT>
+      </Query_Options>
+      <Product_Organisation>
+        <Granule_List>
+          <Granule datastripIdentifier="S2B_OPER_MSI_L2A_DS_2BPS_{gen:%Y%m%dT%H%M%S}_S{start:%Y%m%dT%H%M%S}_N05.09" granuleIdentifier="S2B_OPER_MSI_L2A_TL_2BPS_{gen:%Y%m%dT%H%M%S}_A{abs_orbit:06d}_T32TPS_N05.09" imageFormat="GeoTIFF">
+{image_files}
+          </Granule>
+        </Granule_List>
+      </Product_Organisation>
+    </Product_Info>
+    <Product_Image_Characteristics>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <QUANTIFICATION_VALUES_LIST>
+        <BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE>
+        <AOT_QUANTIFICATION_VALUE unit="none">1000.0</AOT_QUANTIFICATION_VALUE>
+        <WVP_QUANTIFICATION_VALUE unit="cm">1000.0</WVP_QUANTIFICATION_VALUE>
+      </QUANTIFICATION_VALUES_LIST>
+      <BOA_ADD_OFFSET_VALUES_LIST>
+{offsets}
+      </BOA_ADD_OFFSET_VALUES_LIST>
+    </Product_Image_Characteristics>
+  </n1:General_Info>
+</n1:Level-2A_User_Product>
+"""
+    (safe / "MTD_MSIL2A.xml").write_text(mtd, encoding="utf-8")
+    tl = f"""<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<n1:Level-2A_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-2A_Tile_Metadata.xsd" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-2A_Tile_Metadata.xsd">
+  <n1:General_Info>
+    <TILE_ID metadataLevel="Brief">S2B_OPER_MSI_L2A_TL_2BPS_{gen:%Y%m%dT%H%M%S}_A{abs_orbit:06d}_T32TPS_N05.09</TILE_ID>
+    <DATASTRIP_ID metadataLevel="Standard">S2B_OPER_MSI_L2A_DS_2BPS_{gen:%Y%m%dT%H%M%S}_S{start:%Y%m%dT%H%M%S}_N05.09</DATASTRIP_ID>
+    <DOWNLINK_PRIORITY metadataLevel="Standard">NOMINAL</DOWNLINK_PRIORITY>
+    <SENSING_TIME metadataLevel="Standard">{_iso(start + dt.timedelta(seconds=6, milliseconds=412))}</SENSING_TIME>
+  </n1:General_Info>
+  <n1:Geometric_Info>
+    <Tile_Geocoding metadataLevel="Brief">
+      <HORIZONTAL_CS_NAME>WGS84 / UTM zone 32N</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_CODE>EPSG:{CRS_EPSG}</HORIZONTAL_CS_CODE>
+      <Size resolution="10">
+        <NROWS>{HEIGHT}</NROWS>
+        <NCOLS>{WIDTH}</NCOLS>
+      </Size>
+      <Size resolution="20">
+        <NROWS>{HEIGHT // 2}</NROWS>
+        <NCOLS>{WIDTH // 2}</NCOLS>
+      </Size>
+      <Geoposition resolution="10">
+        <ULX>{X0:.0f}</ULX>
+        <ULY>{Y0:.0f}</ULY>
+        <XDIM>10</XDIM>
+        <YDIM>-10</YDIM>
+      </Geoposition>
+      <Geoposition resolution="20">
+        <ULX>{X0:.0f}</ULX>
+        <ULY>{Y0:.0f}</ULY>
+        <XDIM>20</XDIM>
+        <YDIM>-20</YDIM>
+      </Geoposition>
+    </Tile_Geocoding>
+    <Tile_Angles metadataLevel="Standard">
+      <Mean_Sun_Angle>
+        <ZENITH_ANGLE unit="deg">{90 - sun_el:.6f}</ZENITH_ANGLE>
+        <AZIMUTH_ANGLE unit="deg">{sun_az:.6f}</AZIMUTH_ANGLE>
+      </Mean_Sun_Angle>
+      <Mean_Viewing_Incidence_Angle_List>
+        <Mean_Viewing_Incidence_Angle bandId="1">
+          <ZENITH_ANGLE unit="deg">4.1</ZENITH_ANGLE>
+          <AZIMUTH_ANGLE unit="deg">106.2</AZIMUTH_ANGLE>
+        </Mean_Viewing_Incidence_Angle>
+      </Mean_Viewing_Incidence_Angle_List>
+    </Tile_Angles>
+  </n1:Geometric_Info>
+</n1:Level-2A_Tile_ID>
+"""
+    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(tl, encoding="utf-8")
+    return safe
+
+
+def _landsat_nodata(spec: _SceneSpec, world: _World) -> np.ndarray:
+    """(H/3, W/3) bool: a swath-edge corner without data, kept clear of glaciers and lakes."""
+    rows, cols = np.mgrid[0 : HEIGHT // 3, 0 : WIDTH // 3]
+    keep = ndimage.binary_dilation((world.glacier > 0) | world.lake, iterations=25)
+    keep30 = _block_mean(keep.astype(np.float32), 3) > 0
+    size = 45
+    while size > 0:
+        corner = (cols + rows < size) if spec.sensor == "landsat9" else (
+            (WIDTH // 3 - 1 - cols) + (HEIGHT // 3 - 1 - rows) < size)
+        if not (corner & keep30).any():
+            return corner
+        size -= 5
+    return np.zeros_like(keep30)
+
+
+def _write_landsat(folder: Path, spec: _SceneSpec, refl: np.ndarray, nodata30: np.ndarray,
+                   sun_az: float, sun_el: float, rng: np.random.Generator) -> Path:
+    """A Landsat Collection-2 Level-2-like folder: <id>_SR_B2..B7.TIF (30 m) and <id>_MTL.txt."""
+    pid = spec.scene_id
+    out = folder / pid
+    data = _sensor_noise(_block_mean(refl, 3), rng)
+    dn = _landsat_dn(data)
+    dn[:, nodata30] = 0
+    for b, band in enumerate(LANDSAT_BANDS):
+        _write_tif(out / f"{pid}_{band}.TIF", dn[b], 30, 0)
+    sid = "LANDSAT_9" if spec.sensor == "landsat9" else "LANDSAT_8"
+    proc = dt.datetime.strptime(pid.split("_")[4], "%Y%m%d") + dt.timedelta(hours=3, minutes=7)
+    cloud_pct = float(rng.uniform(3, 9))
+    x1, y1 = X0 + WIDTH * PIXEL_M, Y0 - HEIGHT * PIXEL_M
+    files = "\n".join(f'    FILE_NAME_BAND_{b[-1]} = "{pid}_{b}.TIF"' for b in LANDSAT_BANDS)
+    params = "\n".join(
+        f"    REFLECTANCE_MAXIMUM_BAND_{b[-1]} = 1.602213\n"
+        f"    REFLECTANCE_MINIMUM_BAND_{b[-1]} = -0.199972" for b in LANDSAT_BANDS
+    )
+    quant = "\n".join(
+        f"    QUANTIZE_CAL_MAX_BAND_{b[-1]} = 65535\n    QUANTIZE_CAL_MIN_BAND_{b[-1]} = 1"
+        for b in LANDSAT_BANDS
+    )
+    mult = "\n".join(f"    REFLECTANCE_MULT_BAND_{b[-1]} = 2.75e-05" for b in LANDSAT_BANDS)
+    add = "\n".join(f"    REFLECTANCE_ADD_BAND_{b[-1]} = -0.200000" for b in LANDSAT_BANDS)
+    secs = spec.time.second + spec.time.microsecond / 1e6
+    mtl = f"""GROUP = LANDSAT_METADATA_FILE
+  GROUP = PRODUCT_CONTENTS
+    ORIGIN = "Image courtesy of the U.S. Geological Survey"
+    DIGITAL_OBJECT_IDENTIFIER = "https://doi.org/10.5066/P9OGBGM6"
+    LANDSAT_PRODUCT_ID = "{pid}"
+    PROCESSING_LEVEL = "L2SP"
+    COLLECTION_NUMBER = 02
+    COLLECTION_CATEGORY = "T1"
+    OUTPUT_FORMAT = "GEOTIFF"
+{files}
+    FILE_NAME_METADATA_ODL = "{pid}_MTL.txt"
+    DATA_TYPE_BAND_2 = "UINT16"
+  END_GROUP = PRODUCT_CONTENTS
+  GROUP = IMAGE_ATTRIBUTES
+    SPACECRAFT_ID = "{sid}"
+    SENSOR_ID = "OLI_TIRS"
+    WRS_TYPE = 2
+    WRS_PATH = 193
+    WRS_ROW = 27
+    NADIR_OFFNADIR = "NADIR"
+    TARGET_WRS_PATH = 193
+    TARGET_WRS_ROW = 27
+    DATE_ACQUIRED = {spec.date}
+    SCENE_CENTER_TIME = "{spec.time:%H:%M}:{secs:010.7f}Z"
+    STATION_ID = "LGN"
+    CLOUD_COVER = {cloud_pct:.2f}
+    CLOUD_COVER_LAND = {cloud_pct:.2f}
+    IMAGE_QUALITY_OLI = 9
+    IMAGE_QUALITY_TIRS = 9
+    SUN_AZIMUTH = {sun_az:.8f}
+    SUN_ELEVATION = {sun_el:.8f}
+    EARTH_SUN_DISTANCE = 1.0086000
+  END_GROUP = IMAGE_ATTRIBUTES
+  GROUP = PROJECTION_ATTRIBUTES
+    MAP_PROJECTION = "UTM"
+    DATUM = "WGS84"
+    ELLIPSOID = "WGS84"
+    UTM_ZONE = 32
+    GRID_CELL_SIZE_REFLECTIVE = 30.00
+    REFLECTIVE_LINES = {HEIGHT // 3}
+    REFLECTIVE_SAMPLES = {WIDTH // 3}
+    ORIENTATION = "NORTH_UP"
+    CORNER_UL_PROJECTION_X_PRODUCT = {X0:.3f}
+    CORNER_UL_PROJECTION_Y_PRODUCT = {Y0:.3f}
+    CORNER_UR_PROJECTION_X_PRODUCT = {x1:.3f}
+    CORNER_UR_PROJECTION_Y_PRODUCT = {Y0:.3f}
+    CORNER_LL_PROJECTION_X_PRODUCT = {X0:.3f}
+    CORNER_LL_PROJECTION_Y_PRODUCT = {y1:.3f}
+    CORNER_LR_PROJECTION_X_PRODUCT = {x1:.3f}
+    CORNER_LR_PROJECTION_Y_PRODUCT = {y1:.3f}
+  END_GROUP = PROJECTION_ATTRIBUTES
+  GROUP = LEVEL2_PROCESSING_RECORD
+    ORIGIN = "Image courtesy of the U.S. Geological Survey"
+    LANDSAT_PRODUCT_ID = "{pid}"
+    PROCESSING_LEVEL = "L2SP"
+    PROCESSING_SOFTWARE_VERSION = "LPGS_16.1.0"
+    ALGORITHM_SOURCE_SURFACE_REFLECTANCE = "LaSRC_1.5.0"
+    DATE_PRODUCT_GENERATED = {proc:%Y-%m-%dT%H:%M:%SZ}
+  END_GROUP = LEVEL2_PROCESSING_RECORD
+  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS
+{params}
+{quant}
+{mult}
+{add}
+  END_GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS
+END_GROUP = LANDSAT_METADATA_FILE
+END
+"""
+    (out / f"{pid}_MTL.txt").write_text(mtl, encoding="ascii")
+    return out
+
+
+# ------------------------------------------------------------------ outlines, labels, WGMS
+
+#: How a deliberately wrong label is drawn from the true class (mostly among facies).
+_FLIPS: dict[str, dict[str, float]] = {
+    "ice": {"firn": 0.4, "refrozen-like": 0.3, "debris": 0.3},
+    "snow": {"firn": 0.8, "ice": 0.1, "cloud": 0.1},
+    "firn": {"ice": 0.5, "snow": 0.5},
+    "debris": {"ice": 0.8, "shadow": 0.2},
+    "refrozen-like": {"ice": 0.6, "firn": 0.2, "snow": 0.2},
+    "shadow": {"ice": 0.5, "debris": 0.5},
+    "water": {"shadow": 0.5, "ice": 0.5},
+    "cloud": {"snow": 1.0},
+}
+FLIP_FRACTION = 0.10
+LABELS_PER_CLASS = {"sentinel2": 110, "landsat": 55}  # per scene, fewer where a class is rare
+
+
+def _glacier_ids(i: int) -> tuple[str, int]:
+    """(RGI-like id, WGMS-like id) of the i-th glacier (1-based)."""
+    return f"RGI60-11.9{i:04d}", 90000 + i
+
+
+def _outlines(world: _World):
+    """One polygon per glacier from the glacier mask (pixel-exact, so rasterising the outline
+    gives the mask back); drops stray pixels that are not part of the main polygon."""
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    rows = []
+    for gi, spec in enumerate(world.specs, start=1):
+        mask = world.glacier == gi
+        polys = [shape(geom) for geom, _ in shapes(mask.astype(np.uint8), mask=mask,
+                                                    transform=_transform(PIXEL_M))]
+        geom = unary_union(polys)
+        if geom.geom_type == "MultiPolygon":
+            geom = max(geom.geoms, key=lambda p: p.area)
+        rgi_id, wgms_id = _glacier_ids(gi)
+        rows.append({"rgi_id": rgi_id, "name": spec.name, "region": spec.region,
+                     "wgms_id": wgms_id, "area_km2": round(geom.area / 1e6, 6), "geometry": geom})
+    gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs=f"EPSG:{CRS_EPSG}")
+    # keep the raster mask identical to the outlines
+    from rasterio.features import rasterize
+
+    world.glacier[:] = rasterize(((g, i) for i, g in enumerate(gdf.geometry, start=1)),
+                                 out_shape=(HEIGHT, WIDTH), transform=_transform(PIXEL_M),
+                                 dtype="int32")
+    world.lake &= world.glacier == 0
+    return gdf
+
+
+def _write_gpkg(gdf, path: Path, layer: str) -> None:
+    """GeoPackage with a fixed last_change date, so the file is byte-identical per seed."""
+    import pyogrio
+
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _FIXED_GPKG_DATE})
+    try:
+        pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG")
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+
+
+def _sample_labels(spec: _SceneSpec, classes: np.ndarray, opacity: np.ndarray,
+                   nearest: np.ndarray, rng: np.random.Generator) -> list[dict]:
+    """Expert-like points on clear examples: the class fills the 5 x 5 neighbourhood (so also
+    the point's 20 m and 30 m pixels), thin cloud is avoided, >= 20 px from the scene edge."""
+    family = "sentinel2" if spec.sensor == "sentinel2" else "landsat"
+    quota = LABELS_PER_CLASS[family]
+    inner = np.zeros(classes.shape, bool)
+    inner[LABEL_EDGE_PX:-LABEL_EDGE_PX, LABEL_EDGE_PX:-LABEL_EDGE_PX] = True
+    clear = ndimage.maximum_filter(opacity, 5) < 0.1
+    opaque = ndimage.minimum_filter(opacity, 5) >= 0.85
+    box = np.ones((5, 5), bool)
+    out = []
+    for code, name in enumerate(CLASS_NAMES):
+        ok = ndimage.binary_erosion(classes == code, box) & inner
+        ok &= opaque if name == "cloud" else clear
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            continue
+        pick = np.sort(rng.choice(idx, size=min(quota, idx.size), replace=False))
+        r, c = np.divmod(pick, WIDTH)
+        for rr, cc in zip(r, c, strict=True):
+            out.append({"true_class": name, "row": int(rr), "col": int(cc),
+                        "glacier_i": int(nearest[rr, cc])})
+    return out
+
+
+def _fmt_csv_row(values) -> str:
+    """One line in the FoG CSV style: text quoted, numbers bare, missing values empty."""
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("")
+        elif isinstance(v, str):
+            parts.append('"' + v.replace('"', '""') + '"')
+        else:
+            parts.append(str(v))
+    return ",".join(parts)
+
+
+_OVERVIEW_COLUMNS = (
+    "POLITICAL_UNIT", "NAME", "WGMS_ID", "Year", "TIME_SYSTEM", "BEGIN_PERIOD", "END_WINTER",
+    "END_PERIOD", "ELA_PREFIX", "ELA", "ELA_UNC", "MIN_SITES_ACC", "MAX_SITES_ACC",
+    "MIN_SITES_ABL", "MAX_SITES_ABL", "ACC_AREA", "ACC_AREA_UNC", "ABL_AREA", "ABL_AREA_UNC",
+    "AAR", "PUB_IN_MBB", "PUB_IN_FOG", "INVESTIGATOR", "SPONS_AGENCY", "REFERENCE", "REMARKS",
+)
+_MB_COLUMNS = ("YEAR", "WGMS_ID", "POLITICAL_UNIT", "NAME", "AREA", "WINTER_BALANCE",
+               "SUMMER_BALANCE", "ANNUAL_BALANCE", "REMARKS", "RGI_ID")
+#: Mass balance = slope * (AAR - AAR0) + noise, per glacier (m w.e.): see `_write_wgms`.
+MB_SLOPE_MWE, MB_AAR0, MB_NOISE_MWE = 3.0, 0.55, 0.2
+
+
+def _write_wgms(folder: Path, world: _World, end_truth: dict[tuple[int, int], tuple[float, float, str]],
+                rng: np.random.Generator) -> list[dict]:
+    """FoG-layout overview and mbdata tables, 2004-2023; scene years carry the scenes' AAR."""
+    (folder / "mbdata").mkdir(parents=True)
+    overview = [_fmt_csv_row(_OVERVIEW_COLUMNS)]
+    params = []
+    for gi, spec in enumerate(world.specs, start=1):
+        rgi_id, wgms_id = _glacier_ids(gi)
+        z = world.dem[world.glacier == gi]
+        area = float((world.glacier == gi).sum()) * PIXEL_M**2 / 1e6
+        slope = MB_SLOPE_MWE * (1 + rng.uniform(-0.1, 0.1))
+        aar0 = MB_AAR0 + rng.uniform(-0.05, 0.05)
+        params.append({"rgi_id": rgi_id, "slope_mwe": slope, "aar0": aar0})
+        mb_lines = [",".join(_MB_COLUMNS)]
+        prev_end = f"{_WGMS_YEARS[0] - 1}0925"
+        for year in _WGMS_YEARS:
+            area_y = round(area * (1 + 0.004 * (_WGMS_YEARS[-1] - year)), 5)
+            if (gi, year) in end_truth:
+                aar, ela, end_date = end_truth[(gi, year)]
+                end_period = end_date.replace("-", "")
+            else:
+                aar = float(np.clip(rng.normal(0.45, 0.15), 0.03, 0.9))
+                ela = float(np.quantile(z, 1 - aar))
+                end_period = f"{year}09{int(rng.integers(15, 30)):02d}"
+            annual = round(1000 * (slope * (aar - aar0) + rng.normal(0, MB_NOISE_MWE)))
+            winter = round(float(rng.normal(1300, 200)))
+            overview.append(_fmt_csv_row((
+                spec.political_unit, spec.name.upper(), wgms_id, year, "FLO", int(prev_end),
+                int(f"{year}0430"), int(end_period), None, round(ela), None, None, None, None,
+                None, round(aar * area_y, 6), None, round((1 - aar) * area_y, 6), None,
+                round(100 * aar, 6), None, None, "glacierfacies sample generator", None, None,
+                "Synthetic glacier of the glacierfacies built-in sample.",
+            )))
+            mb_lines.append(_fmt_csv_row((
+                year, wgms_id, spec.political_unit, spec.name.upper(), area_y, float(winter),
+                float(annual - winter), float(annual), None, rgi_id)).replace('"', ""))
+            prev_end = end_period
+        (folder / "mbdata" / f"mbdata_WGMS-{wgms_id:05d}.csv").write_text(
+            "\n".join(mb_lines) + "\n", encoding="latin-1")
+    (folder / "WGMS-FoG-2021-05-E-MASS-BALANCE-OVERVIEW.csv").write_text(
+        "\n".join(overview) + "\n", encoding="latin-1")
+    return params
+
+
+# ------------------------------------------------------------------ the whole sample
+
+_README = """\
+glacierfacies built-in sample (seed {seed}) -- a synthetic but realistic glacier world.
+Everything here is made up by glacierfacies.sample (glaciers, names and ids are fictitious);
+rasters are on one UTM 32N (EPSG:32632) grid, upper-left corner ({x0:.0f}, {y0:.0f}),
+{w} x {h} pixels of 10 m; the 20 m and 30 m grids nest in it.
+
+dem.tif            elevation, float32 metres, nodata -9999
+outlines.gpkg      one polygon per glacier: rgi_id, name, region, wgms_id, area_km2
+scenes/            one folder per scene, laid out as the real products:
+  S2B_MSIL2A_*.SAFE/  Sentinel-2 L2A-like: GRANULE/*/IMG_DATA/R10m/*_B02_10m.tif (B02 B03
+                      B04 B08), R20m/*_B11_20m.tif (B11 B12); GeoTIFF (.tif) instead of JPEG2000.
+                      uint16, reflectance = (DN - 1000) / 10000 (BOA_ADD_OFFSET -1000,
+                      QUANTIFICATION 10000, baseline 05.09), 0 = nodata. MTD_MSIL2A.xml
+                      (PRODUCT_START_TIME, ...) and GRANULE/*/MTD_TL.xml (Mean_Sun_Angle).
+  LC0[89]_L2SP_*/     Landsat 8/9 Collection-2 Level-2-like: *_SR_B2..B7.TIF (30 m, uint16,
+                      reflectance = DN * 2.75e-5 - 0.2, 0 = nodata) and *_MTL.txt.
+labels.gpkg        labelled points: point_id, class, glacier (rgi_id), scene_id, date, sensor,
+                   region; ~10% of the classes are deliberately wrong
+flipped_labels.csv point_id, true_class, given_class of the wrong labels
+truth/             class_<scene_id>.tif: true class map (uint8 codes in classes.py order,
+                   255 = not a labelled surface), facies_<scene_id>.tif: the surface under
+                   cloud and shadow, aar_truth.csv: per glacier and scene the true AAR
+                   ((snow + firn) / glacier area seen through clouds; aar_full ignores cloud),
+                   aar_with_refrozen, observed_fraction, snowline_m, firnline_m;
+                   mass_balance_model.csv: the per-glacier relation used for wgms/
+wgms/              WGMS FoG-layout tables, 2004-2023: WGMS-FoG-2021-05-E-MASS-BALANCE-OVERVIEW.csv
+                   (ELA, AAR in percent) and mbdata/mbdata_WGMS-NNNNN.csv (balances in mm w.e.);
+                   annual balance = slope * (AAR - AAR0) + noise; in 2022 and 2023 AAR equals
+                   aar_full of the end-of-season scene
+"""
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    parent = out_dir.parent
+    if not parent.is_dir():
+        raise InputError(parent, "output folder does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(parent, "output folder is not writable")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder")
+    if out_dir.exists() and not overwrite:
+        raise InputError(out_dir, "output exists; pass --overwrite to replace it")
+
+
+def write_sample(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> str:
+    """Write the built-in sample to `out_dir` (atomically) and return a short summary.
+
+    Deterministic: the same seed gives byte-identical files; another seed another world.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise InputError(out_dir, f"seed must be an integer >= 0, got {seed!r}")
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    try:
+        return _generate(out_dir, seed, overwrite)
+    except OSError as exc:  # unwritable, read-only or full file system: one line, no traceback
+        raise InputError(out_dir, f"cannot write the sample: {exc.strerror or exc}") from exc
+
+
+def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
+    import geopandas as gpd
+    import pandas as pd
+    from tqdm import tqdm
+
+    streams = np.random.SeedSequence(int(seed)).spawn(5)
+    rng_world, rng_state, rng_label, rng_wgms = (np.random.default_rng(s) for s in streams[:4])
+    scene_rngs = [np.random.default_rng(s) for s in streams[4].spawn(len(_SCENES))]
+
+    world = _make_world(rng_world)
+    outlines = _outlines(world)
+    states = _date_states(world, rng_state)
+    lon, lat = _scene_centre_lonlat()
+    glacier_mask = world.glacier > 0
+    _, (ir, ic) = ndimage.distance_transform_edt(~glacier_mask, return_indices=True)
+    nearest = world.glacier[ir, ic]
+    facies_codes = {class_index(n) for n in ("snow", "firn")}
+    refrozen = class_index("refrozen-like")
+    cloud_code, shadow_code = class_index("cloud"), class_index("shadow")
+
+    with atomic_output(out_dir, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        _write_tif(tmp / "dem.tif", world.dem, PIXEL_M, DEM_NODATA, descriptions=("elevation_m",))
+        _write_gpkg(outlines, tmp / "outlines.gpkg", "outlines")
+        labels, aar_rows, end_truth = [], [], {}
+        for spec, rng in tqdm(list(zip(_SCENES, scene_rngs, strict=True)), desc="sample scenes",
+                              unit="scene", disable=None):
+            state = states[spec.date]
+            az, el = (float(v) for v in terrain.solar_position(spec.time, lat, lon))
+            az, el = round(az, 6), round(el, 6)  # as written to the metadata
+            shadow = terrain.cast_shadow(world.dem, PIXEL_M, az, el)
+            is_landsat = spec.sensor != "sentinel2"
+            opacity = _opacity(state.cloud_field, state.cloud_thr, (5, -8) if is_landsat else (0, 0))
+            valid = np.ones((HEIGHT, WIDTH), bool)
+            nodata30 = None
+            if is_landsat:
+                nodata30 = _landsat_nodata(spec, world)
+                valid = ~np.repeat(np.repeat(nodata30, 3, 0), 3, 1)
+            facies = state.facies.copy()
+            classes = facies.copy()
+            classes[(facies != NODATA_CLASS) & shadow] = shadow_code
+            classes[opacity >= 0.5] = cloud_code
+            facies[~valid] = NODATA_CLASS
+            classes[~valid] = NODATA_CLASS
+            refl = _render(world, state, spec, az, el, shadow, opacity, rng)
+            if is_landsat:
+                _write_landsat(tmp / "scenes", spec, refl, nodata30, az, el, rng)
+            else:
+                _write_s2(tmp / "scenes", spec, refl, az, el, rng)
+            cmap = colour_table()
+            _write_tif(tmp / "truth" / f"class_{spec.scene_id}.tif", classes, PIXEL_M,
+                       NODATA_CLASS, colormap=cmap)
+            _write_tif(tmp / "truth" / f"facies_{spec.scene_id}.tif", facies, PIXEL_M,
+                       NODATA_CLASS, colormap=cmap)
+            for lab in _sample_labels(spec, classes, opacity, nearest, rng_label):
+                labels.append({**lab, "spec": spec})
+            for gi in range(1, len(world.specs) + 1):
+                gl = world.glacier == gi
+                seen = gl & valid & (classes != cloud_code)
+                acc = np.isin(facies, list(facies_codes))
+                n_gl, n_seen = int(gl.sum()), int(seen.sum())
+                aar_full = float((gl & acc).sum() / n_gl)
+                aar_rows.append({
+                    "glacier": _glacier_ids(gi)[0], "name": world.specs[gi - 1].name,
+                    "scene_id": spec.scene_id, "date": spec.date, "sensor": spec.sensor,
+                    "end_of_season": spec.season == "end",
+                    "aar": round(float((seen & acc).sum() / max(n_seen, 1)), 8),
+                    "aar_with_refrozen": round(float((seen & (acc | (facies == refrozen))).sum()
+                                                     / max(n_seen, 1)), 8),
+                    "aar_full": round(aar_full, 8),
+                    "observed_fraction": round(n_seen / n_gl, 8),
+                    "snowline_m": round(state.snowline[gi], 2),
+                    "firnline_m": round(state.firnline[gi], 2),
+                    "glacier_area_km2": n_gl * PIXEL_M**2 / 1e6,
+                })
+                if spec.season == "end":
+                    end_truth[(gi, spec.year)] = (round(aar_full, 8), state.firnline[gi], spec.date)
+
+        # labels: ids, ~10% flips, GeoPackage + record
+        n = len(labels)
+        weight = np.array([1.0 if c.is_facies else 0.25
+                           for c in (CLASSES[class_index(lab["true_class"])] for lab in labels)])
+        flip_idx = set(rng_label.choice(n, size=round(FLIP_FRACTION * n), replace=False,
+                                        p=weight / weight.sum()).tolist())
+        records, flipped = [], []
+        for pid, lab in enumerate(labels):
+            spec, gi = lab["spec"], lab["glacier_i"]
+            given = lab["true_class"]
+            if pid in flip_idx:
+                options = _FLIPS[given]
+                given = str(rng_label.choice(list(options), p=list(options.values())))
+                flipped.append({"point_id": pid, "true_class": lab["true_class"],
+                                "given_class": given, "scene_id": spec.scene_id})
+            records.append({
+                "point_id": pid, "class": given, "glacier": _glacier_ids(gi)[0],
+                "scene_id": spec.scene_id, "date": spec.date, "sensor": spec.sensor,
+                "region": world.specs[gi - 1].region,
+                "x": X0 + (lab["col"] + 0.5) * PIXEL_M, "y": Y0 - (lab["row"] + 0.5) * PIXEL_M,
+            })
+        table = pd.DataFrame(records)
+        points = gpd.GeoDataFrame(table.drop(columns=["x", "y"]),
+                                  geometry=gpd.points_from_xy(table.x, table.y),
+                                  crs=f"EPSG:{CRS_EPSG}")
+        _write_gpkg(points, tmp / "labels.gpkg", "labels")
+        pd.DataFrame(flipped, columns=["point_id", "true_class", "given_class", "scene_id"]).to_csv(
+            tmp / "flipped_labels.csv", index=False, lineterminator="\n")
+        pd.DataFrame(aar_rows).to_csv(tmp / "truth" / "aar_truth.csv", index=False,
+                                      lineterminator="\n")
+        params = _write_wgms(tmp / "wgms", world, end_truth, rng_wgms)
+        pd.DataFrame(params).round(6).to_csv(tmp / "truth" / "mass_balance_model.csv",
+                                             index=False, lineterminator="\n")
+        (tmp / "README.txt").write_text(
+            _README.format(seed=seed, x0=X0, y0=Y0, w=WIDTH, h=HEIGHT), encoding="utf-8")
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                digest.update(p.relative_to(tmp).as_posix().encode())
+                digest.update(p.read_bytes())
+
+    counts = pd.Series([r["class"] for r in records]).value_counts()
+    per_class = ", ".join(f"{c} {int(counts.get(c, 0))}" for c in CLASS_NAMES)
+    lines = [
+        f"wrote the built-in sample (seed {seed}) to {out_dir} ({size / 1e6:.1f} MB, "
+        f"sha256 {digest.hexdigest()[:12]})",
+        f"  {len(world.specs)} glaciers in 2 regions, DEM {WIDTH}x{HEIGHT} px of 10 m "
+        f"(EPSG:{CRS_EPSG})",
+        f"  {len(_SCENES)} scenes: "
+        + ", ".join(f"{s.sensor} {s.date}" for s in _SCENES),
+        f"  {len(records)} labels ({len(flipped)} deliberately wrong): {per_class}",
+        f"  truth in {out_dir / 'truth'}, WGMS-like tables in {out_dir / 'wgms'}",
+    ]
+    return "\n".join(lines)

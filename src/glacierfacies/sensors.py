@@ -83,8 +83,11 @@ def sentinel2_offset(processing_baseline: str | None) -> float:
     return S2_BOA_OFFSET_FROM_04_00 if major >= 4 else 0.0
 
 
-def sentinel2(processing_baseline: str | None = "04.00", boa_offset_dn: float | None = None,
-              quantification: float = S2_QUANTIFICATION) -> SensorSpec:
+def sentinel2(
+    processing_baseline: str | None = "04.00",
+    boa_offset_dn: float | None = None,
+    quantification: float = S2_QUANTIFICATION,
+) -> SensorSpec:
     """Sentinel-2 L2A spec; the offset follows the baseline unless the metadata gives it."""
     off_dn = sentinel2_offset(processing_baseline) if boa_offset_dn is None else boa_offset_dn
     return SensorSpec(
@@ -125,8 +128,9 @@ def landsat_mission(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def generic(band_map: dict[str, int] | None, scale: float | None, offset: float | None,
-            count: int) -> SensorSpec:
+def generic(
+    band_map: dict[str, int] | None, scale: float | None, offset: float | None, count: int
+) -> SensorSpec:
     """A plain GeoTIFF stack: `band_map` feature -> 1-based band (default: bands 1..6 in
     feature order, only when the file has exactly 6 bands); scale/offset default 1 and 0.
     No DN is nodata unless the file says so (scene.py applies the file's nodata)."""

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "horn_gradients",
+    "slope_from_gradients",
     "slope_aspect_horn",
     "hillshade",
     "cast_shadow",
@@ -43,22 +45,54 @@ def _horn_gradients(dem: np.ndarray, pixel_size_m) -> tuple[np.ndarray, np.ndarr
     neighbour takes the centre value. Pixels that are NaN themselves give NaN.
     """
     px, py = _pixel_xy(pixel_size_m)
-    z = np.asarray(dem, dtype=np.float64)
+    z = np.asarray(dem, dtype=np.float32)
     if z.ndim != 2:
         raise ValueError(f"dem must be 2-D, got shape {z.shape}")
     pad = np.pad(z, 1, mode="constant", constant_values=np.nan)
     h, w = z.shape
-
-    def nb(dr: int, dc: int) -> np.ndarray:
-        v = pad[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-        return np.where(np.isnan(v), z, v)
-
-    a, b, c = nb(-1, -1), nb(-1, 0), nb(-1, 1)
-    d, f = nb(0, -1), nb(0, 1)
-    g, hh, i = nb(1, -1), nb(1, 0), nb(1, 1)
-    dzdx = ((c + 2 * f + i) - (a + 2 * d + g)) / (8.0 * px)
-    dzdy = ((a + 2 * b + c) - (g + 2 * hh + i)) / (8.0 * py)  # north-positive (row 0 = north)
+    dzdx = np.zeros(z.shape, dtype=np.float32)
+    dzdy = np.zeros(z.shape, dtype=np.float32)
+    diff = np.empty(z.shape, dtype=np.float32)
+    # Accumulate neighbour-minus-centre differences (exact in float32 for nearby values,
+    # and a missing neighbour then simply contributes 0), one neighbour at a time so that
+    # large scenes need only a few arrays in memory. Weights: (x east, y north).
+    for dr, dc, wx, wy in (
+        (-1, -1, -1, 1),
+        (-1, 0, 0, 2),
+        (-1, 1, 1, 1),
+        (0, -1, -2, 0),
+        (0, 1, 2, 0),
+        (1, -1, -1, -1),
+        (1, 0, 0, -2),
+        (1, 1, 1, -1),
+    ):
+        np.subtract(pad[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w], z, out=diff)
+        np.copyto(diff, 0.0, where=np.isnan(diff))
+        for acc, wgt in ((dzdx, wx), (dzdy, wy)):
+            if wgt == 1:
+                acc += diff
+            elif wgt == -1:
+                acc -= diff
+            elif wgt:
+                acc += np.float32(wgt) * diff
+    dzdx /= np.float32(8.0 * px)
+    dzdy /= np.float32(8.0 * py)
+    missing = np.isnan(z)
+    dzdx[missing] = np.nan
+    dzdy[missing] = np.nan
     return dzdx, dzdy
+
+
+def horn_gradients(
+    dem: np.ndarray, pixel_size_m: float | tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Horn's (dz/dx east, dz/dy north) in m/m, float32; reuse them for slope and hillshade."""
+    return _horn_gradients(dem, pixel_size_m)
+
+
+def slope_from_gradients(dzdx: np.ndarray, dzdy: np.ndarray) -> np.ndarray:
+    """Slope in degrees (float32) from Horn gradients."""
+    return np.degrees(np.arctan(np.hypot(dzdx, dzdy))).astype(np.float32)
 
 
 def slope_aspect_horn(
@@ -86,15 +120,18 @@ def hillshade(
     azimuth_deg: float = 315.0,
     altitude_deg: float = 45.0,
     z_factor: float = 1.0,
+    gradients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Hillshade as uint8 1..255 (0 = nodata where the DEM is NaN), gdaldem's formula:
     1 + 254 * max(0, cos(angle between the surface normal and the sun)), rounded.
 
     Used as a feature (the stack stores it as 0..255, see scene.py), and to check against
-    `gdaldem hillshade -compute_edges -az A -alt E`.
+    `gdaldem hillshade -compute_edges -az A -alt E`. `gradients` (from `horn_gradients`)
+    skips recomputing them.
     """
-    dzdx, dzdy = _horn_gradients(dem, pixel_size_m)
-    dzdx, dzdy = dzdx * z_factor, dzdy * z_factor
+    dzdx, dzdy = _horn_gradients(dem, pixel_size_m) if gradients is None else gradients
+    if z_factor != 1.0:
+        dzdx, dzdy = dzdx * z_factor, dzdy * z_factor
     az, alt = math.radians(azimuth_deg), math.radians(altitude_deg)
     # Unit vector toward the sun (east, north, up) dotted with the surface normal (-p, -q, 1).
     sun_e, sun_n, sun_u = math.sin(az) * math.cos(alt), math.cos(az) * math.cos(alt), math.sin(alt)

@@ -944,3 +944,97 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, size: int
             raise InputError(out, f"ONNX export needs the optional package: {exc.name} "
                                   "(pip install 'glacierfacies[onnx]')") from None
     return out
+
+
+# ---------------------------------------------------------------- entry points for the CLI
+
+
+def _flipped_table(patchset: Any, flipped_csv: str | os.PathLike | None) -> Any:
+    """The known flipped labels: the given CSV, else flipped_labels.csv beside the labels."""
+    import pandas as pd
+
+    path = Path(flipped_csv) if flipped_csv else None
+    if path is None:
+        labels = (getattr(patchset, "provenance", None) or {}).get("labels")
+        if labels and (Path(labels).parent / "flipped_labels.csv").is_file():
+            path = Path(labels).parent / "flipped_labels.csv"
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError(path, "flipped-labels table does not exist")
+    table = pd.read_csv(path)
+    if "point_id" not in table:
+        raise InputError(path, "flipped-labels table lacks a point_id column")
+    return table
+
+
+def train_dataset(
+    dataset: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    stage: str = "all",
+    *,
+    flipped_csv: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load a PatchSet folder and run the protocol (or one stage) into RUN_DIR."""
+    from glacierfacies.patches import PatchSet
+
+    ps = PatchSet.load(dataset)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "run.json", {"dataset": str(Path(dataset).resolve()),
+                                       "flipped_labels": str(flipped_csv) if flipped_csv else None})
+    flipped = _flipped_table(ps, flipped_csv)
+    return run_protocol(ps, run_dir, cfg, stage, progress=progress, flipped=flipped,
+                        dataset_path=dataset)
+
+
+def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None
+                 ) -> dict[str, Any]:
+    """Recompute RUN_DIR/metrics.json (and figures) from the stored out-of-fold predictions."""
+    from glacierfacies.patches import PatchSet
+
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    dataset = dataset or info.get("dataset")
+    if not dataset:
+        raise InputError(run_dir, "no dataset recorded in run.json; pass --dataset")
+    ps = PatchSet.load(dataset)
+    out = run_evaluation(ps, run_dir, flipped=_flipped_table(ps, info.get("flipped_labels")))
+    prev = run_dir / "metrics.json"
+    old = json.loads(prev.read_text()) if prev.is_file() else {}
+    old.update(out)
+    old["dataset"] = str(dataset)
+    _write_json(prev, old)
+    return old
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    """A few human lines of a run's metrics for the CLI."""
+    lines = []
+    if "macro_f1_cleaned" in metrics:
+        lines.append(f"macro F1 (round {metrics.get('round')}): cleaned test folds "
+                     f"{metrics['macro_f1_cleaned']:.3f}, unpruned {metrics['macro_f1_unpruned']:.3f}")
+        gw = metrics.get("cleaned", {}).get("glacier_wise")
+        if gw and gw.get("macro_f1_mean") is not None:
+            lines.append(f"glacier-wise macro F1 (cleaned): {gw['macro_f1_mean']:.3f} "
+                         f"+- {gw['macro_f1_std']:.3f} over {gw['n_glaciers']} glaciers")
+        cal = metrics.get("calibration", {})
+        if cal:
+            lines.append(f"ECE (100 bins): {cal['ece_before']:.4f} before, "
+                         f"{cal['ece_after']:.4f} after temperature scaling")
+    cl = metrics.get("cleaning")
+    if cl:
+        line = f"confident learning flagged {cl['n_flagged']} labels ({cl['fraction']:.1%})"
+        if "flipped_facies_flagged_recall" in cl:
+            line += (f"; known flipped facies labels found: "
+                     f"{cl['flipped_facies_flagged_recall']:.1%}, precision {cl['flag_precision']:.1%}")
+        lines.append(line)
+    for w in metrics.get("warnings", []):
+        lines.append(f"warning: {w}")
+    t = metrics.get("timings")
+    if t:
+        lines.append("time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()))
+    return lines

@@ -59,7 +59,7 @@ def read_overview(path: str | Path) -> pd.DataFrame:
         "wgms_id": _numeric(df["WGMS_ID"]).astype("Int64"),
         "name": df["NAME"].astype(str).str.strip(),
         "year": _numeric(df["Year"]).astype("Int64"),
-        "ela_prefix": df["ELA_PREFIX"].fillna("").astype(str).str.strip(),
+        "ela_prefix": df["ELA_PREFIX"].astype("string").fillna("").str.strip(),
         "ela_m": _numeric(df["ELA"]),
         "aar": _numeric(df["AAR"]) / 100.0,
     })
@@ -136,7 +136,9 @@ def wgms_aar_table(records: pd.DataFrame) -> pd.DataFrame:
     derived from their own field maps).
     """
     keep = records["annual_balance_mwe"].notna() & records["aar"].between(0.0, 1.0)
-    return records[keep].reset_index(drop=True)
+    key = "sgi_id" if "sgi_id" in records.columns else "wgms_id"
+    out = records[keep].drop_duplicates([key, "year"], keep="last")  # one row per glacier-year
+    return out.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- GLAMOS

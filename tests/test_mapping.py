@@ -1,0 +1,290 @@
+"""Tests for issue 6: smoothing, exact dense tiled inference, COG writing, map / map-many."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glacierfacies.inference import Member, dense_predict, patch_predict
+from glacierfacies.model import TwoScaleCNN
+from glacierfacies.smoothing import mode_filter, mode_filter_reference
+
+torch.set_num_threads(2)
+
+
+def _model(seed: int = 0, width: int = 6, patch_size: int = 27) -> TwoScaleCNN:
+    torch.manual_seed(seed)
+    m = TwoScaleCNN(11, width=width, patch_size=patch_size)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.3, 0.3)
+            mod.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+# ---------------------------------------------------------------- smoothing
+
+
+@pytest.mark.parametrize("n_classes,p_nodata", [(8, 0.0), (8, 0.25), (3, 0.6), (8, 0.95)])
+def test_mode_filter_equals_generic_filter_reference(n_classes, p_nodata):
+    rng = np.random.default_rng(n_classes + int(100 * p_nodata))
+    classes = rng.integers(0, n_classes, (61, 47)).astype(np.uint8)
+    classes[rng.random(classes.shape) < p_nodata] = 255
+    fast = mode_filter(classes, n_classes=n_classes)
+    ref = mode_filter_reference(classes, n_classes=n_classes)
+    assert fast.dtype == np.uint8
+    np.testing.assert_array_equal(fast, ref)
+    np.testing.assert_array_equal(fast == 255, classes == 255)  # nodata stays, never filled
+
+
+def test_mode_filter_rules_by_hand():
+    # centre 1, neighbours: four 2s, four 255 -> 2 wins (4 > 1)
+    a = np.array([[2, 255, 2], [255, 1, 255], [2, 255, 2]], np.uint8)
+    assert mode_filter(a)[1, 1] == 2
+    # tie 3 vs 3 (centre class among them) -> centre kept
+    b = np.array([[0, 0, 0], [1, 1, 255], [1, 255, 255]], np.uint8)
+    assert mode_filter(b)[1, 1] == 1
+    # tie between two non-centre classes (centre has fewer) -> smaller code
+    c = np.array([[4, 4, 3], [3, 5, 255], [255, 255, 255]], np.uint8)
+    assert mode_filter(c)[1, 1] == 3
+    # an isolated pixel in a uniform field is removed
+    d = np.full((5, 5), 0, np.uint8)
+    d[2, 2] = 6
+    assert (mode_filter(d) == 0).all()
+    with pytest.raises(ValueError):
+        mode_filter(np.full((3, 3), 9, np.uint8))
+
+
+# ---------------------------------------------------------------- dense inference
+
+
+@pytest.fixture(scope="module")
+def raster():
+    rng = np.random.default_rng(1)
+    h, w = 230, 201
+    f = rng.normal(size=(11, h, w)).astype(np.float32) * 3 + 1
+    f[:, 90:92, 60:63] = np.nan  # invalid input pixels
+    valid = np.ones((h, w), bool)
+    valid[150:152, 150:151] = False
+    mask = np.zeros((h, w), bool)
+    mask[20:200, 10:190] = True
+    mask[120:125, :] = False
+    norm = {"min": list(rng.normal(size=11) - 2), "max": list(rng.normal(size=11) + 4)}
+    return f, valid, mask, norm
+
+
+def test_dense_is_tile_size_independent_and_equals_patches(raster):
+    f, valid, mask, norm = raster
+    members = [
+        Member(_model(0), temperature=1.7, minimum=norm["min"], maximum=norm["max"]),
+        Member(_model(1), temperature=0.8, minimum=norm["min"], maximum=norm["max"]),
+    ]
+    small = dense_predict(members, f, mask, valid, tile_size=40, return_probs=True)
+    big = dense_predict(members, f, mask, valid, tile_size=4096, return_probs=True)
+    assert small.tiles_run > 20 and big.tiles_run == 1
+    np.testing.assert_array_equal(small.classes, big.classes)
+    np.testing.assert_allclose(small.probs, big.probs, atol=1e-6, equal_nan=True)
+    # nodata: outside the mask, windows off the scene edge, windows touching invalid input
+    h, w = mask.shape
+    halo = 13
+    ok = small.classes != 255
+    assert not ok[~mask].any()
+    assert not ok[:halo].any() and not ok[:, :halo].any()
+    assert not ok[h - halo :].any() and not ok[:, w - halo :].any()
+    assert not ok[90 - halo : 92 + halo, 60 - halo : 63 + halo].any()
+    assert not ok[150 - halo : 152 + halo, 150 - halo : 151 + halo].any()
+    assert ok[mask].mean() > 0.5
+    # the mapped class is the argmax of the probabilities, confidence its probability
+    probs = small.probs[:, ok]
+    np.testing.assert_array_equal(small.classes[ok], probs.argmax(0))
+    np.testing.assert_allclose(small.confidence[ok], probs.max(0), atol=1e-6)
+    assert np.isnan(small.confidence[~ok]).all()
+    # >= 1000 random classified pixels: dense probabilities == per-patch model outputs
+    rng = np.random.default_rng(0)
+    rr, cc = np.nonzero(ok)
+    pick = rng.choice(len(rr), 1000, replace=False)
+    p_patch = patch_predict(members, f, rr[pick], cc[pick])
+    assert np.abs(p_patch - small.probs[:, rr[pick], cc[pick]].T).max() <= 1e-5
+    # ensemble = mean of calibrated probabilities of the members
+    one = patch_predict(members[0], f, rr[pick[:50]], cc[pick[:50]])
+    two = patch_predict(members[1], f, rr[pick[:50]], cc[pick[:50]])
+    np.testing.assert_allclose((one + two) / 2, p_patch[:50], atol=1e-6)
+
+
+def test_dense_normalisation_matches_patches_apply_minmax(raster):
+    from glacierfacies.inference import _prepare
+    from glacierfacies.patches import apply_minmax
+
+    f, _, _, norm = raster
+    m = Member(_model(0), minimum=norm["min"], maximum=norm["max"])
+    x = torch.from_numpy(np.nan_to_num(f[:, :40, :40]))
+    np.testing.assert_array_equal(_prepare(m, x).numpy(), apply_minmax(x, norm).numpy())
+
+
+def test_dense_feature_subset_and_skipped_tiles():
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(11, 120, 130)).astype(np.float32)
+    torch.manual_seed(3)
+    model = TwoScaleCNN(3, width=4, patch_size=27).eval()
+    member = Member(model, feature_index=[6, 0, 2])
+    mask = np.zeros((120, 130), bool)
+    mask[66:76, 66:76] = True
+    pred = dense_predict(member, f, mask, tile_size=32, return_probs=True)
+    assert pred.tiles_run == 1 and pred.tiles_skipped == 4 * 5 - 1
+    p = patch_predict(member, f, np.array([70]), np.array([67]))
+    np.testing.assert_allclose(p[0], pred.probs[:, 70, 67], atol=1e-6)
+    assert (pred.classes[mask] != 255).all() and (pred.classes[~mask] == 255).all()
+    with pytest.raises(ValueError, match="unknown device"):
+        dense_predict(member, f, mask, device="tpu")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_write_outputs_cog_colour_table_names_overviews_atomic(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from glacierfacies.classes import CLASS_NAMES, colour_table
+    from glacierfacies.errors import InputError
+    from glacierfacies.mapping import write_outputs
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 8, (700, 600)).astype(np.uint8)
+    classes[:50] = 255
+    conf = rng.random((700, 600)).astype(np.float32)
+    conf[classes == 255] = np.nan
+    out, cout = tmp_path / "facies.tif", tmp_path / "conf.tif"
+    tr = from_origin(600000, 5200000, 10, 10)
+    write_outputs(classes, tr, "EPSG:32632", out, conf, cout, tags={"SCENE_ID": "x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.tif", "facies.qml", "facies.tif"]
+    with rasterio.open(out) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.dtypes[0] == "uint8" and src.nodata == 255
+        assert src.crs.to_epsg() == 32632 and src.transform == tr
+        np.testing.assert_array_equal(src.read(1), classes)
+        assert src.tags()["CLASS_NAMES"].split(",") == list(CLASS_NAMES)
+        assert src.tags()["SCENE_ID"] == "x"
+        assert src.tags(1)["CLASS_2"] == "debris"
+        assert src.descriptions[0] == "facies class"
+        assert src.overviews(1)  # mode overviews
+        cmap = src.colormap(1)
+        for code, rgba in colour_table().items():
+            assert cmap[code] == rgba
+    with rasterio.open(cout) as src:
+        c = src.read(1)
+        assert src.dtypes[0] == "uint8" and src.nodata == 255
+        assert (c[classes == 255] == 255).all()
+        ok = classes != 255
+        np.testing.assert_array_equal(c[ok], np.floor(conf[ok] * 100 + 0.5).astype(np.uint8))
+    qml = (tmp_path / "facies.qml").read_text()
+    assert 'type="paletted"' in qml and 'label="refrozen-like"' in qml and "#50a0e6" in qml
+    # no overwrite without the flag; nothing changed, no temporaries left
+    before = out.stat().st_mtime_ns
+    with pytest.raises(InputError, match="exists"):
+        write_outputs(classes, tr, "EPSG:32632", out)
+    assert out.stat().st_mtime_ns == before
+    write_outputs(classes, tr, "EPSG:32632", out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.tif", "facies.qml", "facies.tif"]
+    with pytest.raises(InputError, match="output folder does not exist"):
+        write_outputs(classes, tr, "EPSG:32632", tmp_path / "nope" / "f.tif")
+
+
+def test_parse_buffer():
+    from glacierfacies.mapping import parse_buffer
+
+    assert parse_buffer("50m") == 50 and parse_buffer("0.1km") == 100 and parse_buffer(20) == 20
+    assert parse_buffer(None) == 0
+    for bad in ("-5m", "fifty", "5 ft"):
+        with pytest.raises(ValueError):
+            parse_buffer(bad)
+
+
+# ---------------------------------------------------------------- whole scenes (sample)
+
+
+def _save_model(path, seed, features=None, patch_size=27, temperature=1.3):
+    from glacierfacies.classes import CLASS_NAMES
+    from glacierfacies.features import FEATURE_NAMES
+    from glacierfacies.training import ModelCard, save_model
+
+    features = list(features or FEATURE_NAMES)
+    torch.manual_seed(seed)
+    m = TwoScaleCNN(len(features), width=6, patch_size=patch_size).eval()
+    with torch.no_grad():  # an untrained net says "one class"; spread its logits
+        for layer in (m.dense1, m.dense2, m.out):
+            layer.weight.mul_(5.0)
+        m.out.weight.mul_(5.0)
+    lo = {"elevation": 1500, "slope": 0, "shadow_mask": 0, "hillshade": 0, "proximity": -1500}
+    hi = {"elevation": 4000, "slope": 60, "shadow_mask": 1, "hillshade": 255, "proximity": 1500}
+    card = ModelCard(
+        features=features, classes=list(CLASS_NAMES), patch_size=patch_size,
+        normalisation={"min": [lo.get(f, 0.0) for f in features],
+                       "max": [hi.get(f, 0.8) for f in features]},
+        architecture=m.kwargs, training={},
+        calibration={"method": "temperature", "temperature": temperature},
+    )
+    save_model(m, card, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mapped(sample_dir, tmp_path_factory):
+    from glacierfacies.scene import find_scenes
+
+    tmp = tmp_path_factory.mktemp("maps")
+    models = [_save_model(tmp / "fold0.pt", 0), _save_model(tmp / "fold1.pt", 1, temperature=0.7)]
+    scenes = find_scenes(sample_dir / "scenes")
+    return {"tmp": tmp, "models": models, "scenes": scenes, "dem": sample_dir / "dem.tif",
+            "outlines": sample_dir / "outlines.gpkg"}
+
+
+def test_map_scene_seams_exactness_and_outputs(mapped):
+    import rasterio
+
+    from glacierfacies.inference import patch_predict
+    from glacierfacies.mapping import load_members, map_scene, predict_stack
+    from glacierfacies.scene import build_feature_stack, read_scene
+
+    d, tmp = mapped, mapped["tmp"]
+    scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
+    kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"], progress=False)
+    r256 = map_scene(scene, out=tmp / "t256.tif", tile_size=256, smoothing=False,
+                     confidence_out=tmp / "c256.tif", **kw)
+    map_scene(scene, out=tmp / "t4096.tif", tile_size=4096, smoothing=False, **kw)
+    map_scene(scene, out=tmp / "smooth.tif", tile_size=256, **kw)
+    with rasterio.open(tmp / "t256.tif") as a, rasterio.open(tmp / "t4096.tif") as b:
+        m256, m4096 = a.read(1), b.read(1)
+    np.testing.assert_array_equal(m256, m4096)
+    counts = np.bincount(m256[m256 != 255], minlength=8)
+    assert r256.n_classified == counts.sum() > 5000 and (counts > 0).sum() >= 3
+    with rasterio.open(tmp / "smooth.tif") as s:
+        np.testing.assert_array_equal(s.read(1), mode_filter(m256))
+    # probabilities of the map == per-patch outputs at >= 1000 random interior glacier pixels
+    members = load_members(d["models"])
+    stack = build_feature_stack(read_scene(scene), d["dem"], d["outlines"])
+    pred = predict_stack(members, stack, tile_size=200, return_probs=True)
+    np.testing.assert_array_equal(pred.classes, m256)
+    rr, cc = np.nonzero(pred.classes != 255)
+    pick = np.random.default_rng(0).choice(len(rr), 1000, replace=False)
+    p_patch = patch_predict(members, stack.features, rr[pick], cc[pick])
+    assert np.abs(p_patch - pred.probs[:, rr[pick], cc[pick]].T).max() <= 1e-5
+    assert (stack.glacier_index[rr, cc] > 0).all()
+    with rasterio.open(tmp / "c256.tif") as c:
+        conf = c.read(1)
+    ok = m256 != 255
+    np.testing.assert_array_equal(conf == 255, ~ok)
+    assert np.abs(conf[ok] - 100 * pred.confidence[ok]).max() <= 0.5 + 1e-3
+    # a buffer adds pixels outside the outlines, never removes any
+    rb = map_scene(scene, out=tmp / "buf.tif", tile_size=4096, smoothing=False, buffer="50m",
+                   **kw)
+    assert rb.n_classified > r256.n_classified
+    with rasterio.open(tmp / "buf.tif") as b:
+        mb = b.read(1)
+    np.testing.assert_array_equal(mb[ok], m256[ok])
+    # block-wise reading (large-scene path) gives the whole-scene map
+    map_scene(scene, out=tmp / "blocks.tif", tile_size=128, smoothing=False, block_size=160, **kw)
+    with rasterio.open(tmp / "blocks.tif") as b:
+        blocks = b.read(1)
+    assert (blocks == m256).mean() >= 0.999
