@@ -48,6 +48,18 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def rss_anon_gib() -> float:
+    """Anonymous (heap) part of the current RSS: memory-mapped file pages are the rest."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
 def synthetic_table(n: int, seed: int = 0):
     import pandas as pd
 
@@ -168,7 +180,8 @@ def _build_full(dest: str, n: int) -> tuple[float, float]:
                 w.patches.flush()
         w.finish(synthetic_table(n), CLASS_NAMES, None, {"source": "bench"},
                  {"k": 6, "method": "glacier-greedy"})
-    return time.perf_counter() - t0, peak_rss_gib(), base
+        anon = rss_anon_gib()  # while the whole store is still mapped
+    return time.perf_counter() - t0, peak_rss_gib(), base, anon
 
 
 def _load_full(dest: str) -> tuple[float, float, float, float, float]:
@@ -187,20 +200,22 @@ def _load_full(dest: str) -> tuple[float, float, float, float, float]:
         np.asarray(ps.patches[np.sort(rng.choice(len(ps), 512, replace=False))], np.float32)
     t_pass = time.perf_counter() - t0
     assert len(norm["min"]) == 11
-    return t_load, rss_after_load, t_pass, peak_rss_gib(), base
+    return t_load, rss_after_load, t_pass, peak_rss_gib(), base, rss_anon_gib()
 
 
 def full_bench(work: Path, n: int) -> dict:
     ctx = mp.get_context("spawn")
     dest = str(work / "full_store")
     with ctx.Pool(1) as pool:
-        t_build, rss_build, base_build = pool.apply(_build_full, (dest, n))
+        t_build, rss_build, base_build, anon_build = pool.apply(_build_full, (dest, n))
     size_gb = sum(p.stat().st_size for p in Path(dest).iterdir()) / 1e9
     with ctx.Pool(1) as pool:
-        t_load, rss_load, t_pass, rss_pass, base_load = pool.apply(_load_full, (dest,))
+        t_load, rss_load, t_pass, rss_pass, base_load, anon_pass = pool.apply(_load_full,
+                                                                              (dest,))
     return {"n": n, "size_gb": size_gb, "build_s": t_build, "build_peak_rss_gib": rss_build,
             "load_s": t_load, "load_peak_rss_gib": rss_load, "pass_s": t_pass,
-            "pass_peak_rss_gib": rss_pass, "base_rss_gib": max(base_build, base_load)}
+            "pass_peak_rss_gib": rss_pass, "base_rss_gib": max(base_build, base_load),
+            "build_anon_gib": anon_build, "pass_anon_gib": anon_pass}
 
 
 def main() -> None:
@@ -222,11 +237,13 @@ def main() -> None:
             f = full_bench(work, args.full_n)
             print(f"full: {f['n']} x 11 x 33 x 33 float16, {f['size_gb']:.2f} GB on disk")
             print(f"  build (PatchSetWriter, chunks of 4096): {f['build_s']:.1f} s, "
-                  f"peak RSS {f['build_peak_rss_gib']:.2f} GiB")
+                  f"peak RSS {f['build_peak_rss_gib']:.2f} GiB (of which anonymous at the "
+                  f"end: {f['build_anon_gib']:.2f} GiB; the rest is the mapped file)")
             print(f"  load (memory map): {f['load_s'] * 1e3:.1f} ms, peak RSS "
                   f"{f['load_peak_rss_gib']:.2f} GiB")
             print(f"  fit_minmax over the training folds + 50 random batches of 512: "
-                  f"{f['pass_s']:.1f} s, peak RSS {f['pass_peak_rss_gib']:.2f} GiB")
+                  f"{f['pass_s']:.1f} s, peak RSS {f['pass_peak_rss_gib']:.2f} GiB (anonymous "
+                  f"{f['pass_anon_gib']:.2f} GiB)")
             print(f"  (peak RSS of each fresh process before any work: "
                   f"{f['base_rss_gib']:.2f} GiB)")
             shutil.rmtree(work / "full_store")

@@ -252,15 +252,13 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
     kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"], progress=False)
     r256 = map_scene(scene, out=tmp / "t256.tif", tile_size=256, smoothing=False,
                      confidence_out=tmp / "c256.tif", **kw)
-    map_scene(scene, out=tmp / "t4096.tif", tile_size=4096, smoothing=False, **kw)
-    map_scene(scene, out=tmp / "smooth.tif", tile_size=256, **kw)
+    # tiles of 4096 (one tile) + smoothing == tiles of 256, then smoothed
+    map_scene(scene, out=tmp / "t4096.tif", tile_size=4096, **kw)
     with rasterio.open(tmp / "t256.tif") as a, rasterio.open(tmp / "t4096.tif") as b:
         m256, m4096 = a.read(1), b.read(1)
-    np.testing.assert_array_equal(m256, m4096)
+    np.testing.assert_array_equal(m4096, mode_filter(m256))
     counts = np.bincount(m256[m256 != 255], minlength=8)
     assert r256.n_classified == counts.sum() > 5000 and (counts > 0).sum() >= 3
-    with rasterio.open(tmp / "smooth.tif") as s:
-        np.testing.assert_array_equal(s.read(1), mode_filter(m256))
     # probabilities of the map == per-patch outputs at >= 1000 random interior glacier pixels
     members = load_members(d["models"])
     stack = build_feature_stack(read_scene(scene), d["dem"], d["outlines"])
@@ -284,7 +282,7 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
         mb = b.read(1)
     np.testing.assert_array_equal(mb[ok], m256[ok])
     # block-wise reading (large-scene path) gives the whole-scene map
-    map_scene(scene, out=tmp / "blocks.tif", tile_size=128, smoothing=False, block_size=160, **kw)
+    map_scene(scene, out=tmp / "blocks.tif", tile_size=128, smoothing=False, block_size=300, **kw)
     with rasterio.open(tmp / "blocks.tif") as b:
         blocks = b.read(1)
     assert (blocks == m256).mean() >= 0.999

@@ -407,7 +407,7 @@ def _predict_blocks(
         bar = tqdm(total=len(todo), desc="blocks", unit="block")
     for r0, c0 in todo:
         bh, bw = min(block_size, height - r0), min(block_size, width - c0)
-        bgrid = sc.Grid(grid.crs, grid.transform * Affine.translation(c0 - margin, r0 - margin),
+        bgrid = sc.Grid(grid.crs, grid.transform @ Affine.translation(c0 - margin, r0 - margin),
                         bh + 2 * margin, bw + 2 * margin)
         try:
             block_scene = sc.read_scene(scene, grid=bgrid)
