@@ -163,7 +163,7 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
             "rxr_s": t_rxr, **med}
 
 
-def _build_full(dest: str, n: int) -> tuple[float, float]:
+def _build_full(dest: str, n: int) -> tuple[float, ...]:
     from glacierfacies.classes import CLASS_NAMES
     from glacierfacies.features import FEATURE_NAMES
     from glacierfacies.patches import PatchSetWriter
@@ -184,7 +184,7 @@ def _build_full(dest: str, n: int) -> tuple[float, float]:
     return time.perf_counter() - t0, peak_rss_gib(), base, anon
 
 
-def _load_full(dest: str) -> tuple[float, float, float, float, float]:
+def _load_full(dest: str) -> tuple[float, ...]:
     from glacierfacies.patches import PatchSet, fit_minmax
 
     base = peak_rss_gib()
