@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -286,3 +288,99 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
     with rasterio.open(tmp / "blocks.tif") as b:
         blocks = b.read(1)
     assert (blocks == m256).mean() >= 0.999
+
+
+def test_bad_input_one_line_errors_nothing_written(mapped, tmp_path):
+    import subprocess
+    import sys
+
+    import geopandas as gpd
+    import rasterio
+    from rasterio.transform import Affine
+
+    from glacierfacies.errors import InputError
+    from glacierfacies.mapping import map_scene
+
+    d = mapped
+    scene = d["scenes"][0]
+    far_dem = tmp_path / "far_dem.tif"
+    with rasterio.open(d["dem"]) as src:
+        prof = src.profile
+        prof["transform"] = Affine.translation(200_000, 0) @ src.transform
+        with rasterio.open(far_dem, "w", **prof) as dst:
+            dst.write(src.read())
+    far_outlines = tmp_path / "far.gpkg"
+    g = gpd.read_file(d["outlines"])
+    g.geometry = g.geometry.translate(0, 300_000)
+    g.to_file(far_outlines)
+    bad_model = _save_model(tmp_path / "ndsi.pt", 0, features=["blue", "green", "ndsi"])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    base = dict(scene=scene, dem=d["dem"], outlines=d["outlines"], models=d["models"],
+                out=out_dir / "f.tif", progress=False)
+    cases = [
+        (dict(models=[bad_model]), "ndsi"),
+        (dict(dem=far_dem), "DEM does not overlap"),
+        (dict(outlines=far_outlines), "outline"),
+        (dict(device="tpu"), "unknown device"),
+        (dict(out=tmp_path / "missing" / "f.tif"), "output folder does not exist"),
+        (dict(buffer="ten metres"), "buffer"),
+    ]
+    for change, text in cases:
+        with pytest.raises(InputError, match=text) as err:
+            map_scene(**{**base, **change})
+        assert "\n" not in str(err.value)
+        assert list(out_dir.iterdir()) == []
+    with pytest.raises(InputError, match="ndsi") as err:
+        map_scene(**{**base, "models": [bad_model]})
+    assert err.value.path is not None and "ndsi" in Path(err.value.path).name
+    # the CLI prints one line and exits non-zero
+    proc = subprocess.run(
+        [sys.executable, "-m", "glacierfacies.cli", "map", str(scene), "--dem", str(d["dem"]),
+         "--outlines", str(d["outlines"]), "--model", str(d["models"][0]), "-o",
+         str(out_dir / "f.tif"), "--device", "tpu"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "unknown device" in proc.stderr
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_map_many_local_cluster_equals_one_by_one_and_resumes(mapped, tmp_path):
+    import os
+
+    import rasterio
+
+    from glacierfacies.mapping import map_many, map_scene, output_paths
+
+    d = mapped
+    scenes = d["scenes"][:4]
+    kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"][:1])
+    one = tmp_path / "one"
+    many = tmp_path / "many"
+    one.mkdir()
+    many.mkdir()
+    for s in scenes:
+        out, conf = output_paths(s, one, True)
+        map_scene(s, out=out, confidence_out=conf, progress=False, **kw)
+    res = map_many(scenes, out_dir=many, scheduler="local", workers=2, confidence=True,
+                   progress=False, **kw)
+    assert res.count("done") == 4, res.summary()
+    for s in scenes:
+        for a, b in zip(output_paths(s, one, True), output_paths(s, many, True), strict=True):
+            with rasterio.open(a) as x, rasterio.open(b) as y:
+                np.testing.assert_array_equal(x.read(), y.read())
+                assert x.tags() == y.tags()
+                if b.name.endswith("_facies.tif"):
+                    assert x.colormap(1) == y.colormap(1)
+    # an interrupted run: two maps missing (atomic writes: a present map is complete)
+    stamps = {p: p.stat().st_mtime_ns for p in many.glob("*_facies.tif")}
+    for s in scenes[1:3]:
+        for p in output_paths(s, many, True):
+            p.unlink()
+    res2 = map_many(scenes, out_dir=many, scheduler="local", workers=2, confidence=True,
+                    progress=False, **kw)
+    assert res2.count("done") == 2 and res2.count("skipped") == 2, res2.summary()
+    for s in (scenes[0], scenes[3]):
+        p = output_paths(s, many, True)[0]
+        assert p.stat().st_mtime_ns == stamps[p]
+    assert sorted(os.listdir(many)) == sorted(os.listdir(one))

@@ -144,16 +144,21 @@ def test_build_bad_labels(tmp_path, monkeypatch):
 
     stacks = {"A": make_stack("A", "sentinel2", 600000, 1)}
     monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake_scene_module(stacks))
-    labels = tmp_path / "labels.gpkg"
-    gpd.GeoDataFrame({"class": ["ice"], "glacier": ["g"], "scene_id": ["Z"]},
-                     geometry=[Point(600100, 5199900)], crs=32632).to_file(labels)
-    with pytest.raises(InputError, match="fall in no given scene"):
-        build_patchset(["A"], "d", "o", labels, out_dir=tmp_path / "ds")
-    far = tmp_path / "far.gpkg"
-    gpd.GeoDataFrame({"class": ["ice"], "glacier": ["g"], "scene_id": ["A"]},
-                     geometry=[Point(700000, 5100000)], crs=32632).to_file(far)
-    with pytest.raises(InputError, match="lie outside it"):
-        build_patchset(["A"], "d", "o", far, out_dir=tmp_path / "ds")
+    def points(path, scene_id, x, y):
+        gpd.GeoDataFrame({"class": ["ice", "snow"], "glacier": ["g1", "g2"],
+                          "scene_id": [scene_id] * 2},
+                         geometry=[Point(x, y), Point(600100, 5199900)], crs=32632).to_file(path)
+        return path
+
+    labels = points(tmp_path / "labels.gpkg", "Z", 600100, 5199900)
+    with pytest.raises(InputError, match="2 label.s. fall in no given scene"):
+        build_patchset(["A"], "d", "o", labels, k_folds=2, out_dir=tmp_path / "ds")
+    far = points(tmp_path / "far.gpkg", "A", 700000, 5100000)
+    with pytest.raises(InputError, match="1 label.s. of scene A lie outside it"):
+        build_patchset(["A"], "d", "o", far, k_folds=2, out_dir=tmp_path / "ds")
+    ok = points(tmp_path / "ok.gpkg", "A", 600200, 5199800)
+    with pytest.raises(InputError, match=r"fold\(s\) \[2\] would have no glacier"):
+        build_patchset(["A"], "d", "o", ok, k_folds=3, out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -29,7 +29,7 @@ from glacierfacies.training import (
     sample_weights,
 )
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread is several times faster on a busy box
 FEATS = ("blue", "green", "red")
 
 
@@ -60,7 +60,8 @@ def synthetic_patchset(n: int = 420, s: int = 27, k: int = 6, seed: int = 0,
     return ps, flipped
 
 
-CFG = TrainConfig.sample(epochs=3, width=4, batch_size=32, checkpoint_every=3, seed=3)
+CFG = TrainConfig.sample(epochs=4, width=4, batch_size=16, lr=3e-3, checkpoint_every=3, seed=3,
+                         threads=1)
 
 
 # ---------------------------------------------------------------- pieces
@@ -239,7 +240,7 @@ def test_absent_training_class_warns_not_crashes(tmp_path):
     labels[only] = 6  # water, only in fold 0
     ps.labels = labels
     ps.table.loc[only, "class"] = "water"
-    cfg = TrainConfig.sample(epochs=1, width=2, batch_size=64, checkpoint_every=0)
+    cfg = TrainConfig.sample(epochs=1, width=2, batch_size=64, checkpoint_every=0, threads=1)
     with pytest.warns(UserWarning, match="water absent from the training folds"):
         metrics = run_protocol(ps, tmp_path / "run", cfg, stage="round1", progress=False)
     assert any("fold 0: class(es) water absent" in w for w in metrics["warnings"])
@@ -265,7 +266,7 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     _, _, ref_dir, ref, _ = protocol_run
     run = tmp_path / "run"
     script = _SCRIPT.format(tests=str(Path(__file__).parent), run=str(run))
-    env = dict(os.environ, GLACIERFACIES_TEST_KILL_AT="2:3:1:5", OMP_NUM_THREADS="2")
+    env = dict(os.environ, GLACIERFACIES_TEST_KILL_AT="2:3:1:5", OMP_NUM_THREADS="1")
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     ckpt = torch.load(run / "round2" / "fold3.ckpt", weights_only=False)

@@ -642,7 +642,9 @@ def map_many(
         jobs.append(dict(scene=str(scene), dem=str(dem), outlines=str(outlines),
                          models=[str(m) for m in models], out=str(out),
                          confidence_out=None if conf is None else str(conf),
-                         overwrite=overwrite, **options))
+                         # the map is missing: companions (.qml, confidence) left by an
+                         # interrupted run are stale and get replaced
+                         overwrite=True, **options))
     if not jobs:
         return ManyResult(records)
     with contextlib.ExitStack() as stack:

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -549,6 +549,8 @@ def build_patchset(
     if fold_column is not None and fold_column not in gdf.columns:
         raise InputError(labels_path, f"fold column {fold_column!r} not in labels")
     scene_ids = gdf["scene_id"].astype(str).to_numpy()
+    if fold_column is None:  # fail before the slow sampling when k > number of glaciers
+        assign_folds(gdf["glacier"].astype(str).to_numpy(), k_folds, seed, labels_path)
 
     if hasattr(scene_mod, "scene_ids"):  # ids from names/metadata, no pixels read
         ids = [str(s) for s in scene_mod.scene_ids(scene_paths)]
@@ -668,8 +670,3 @@ def _labels_table(gdf: Any, xs: np.ndarray, ys: np.ndarray, crs_txt: np.ndarray,
                      else np.arange(len(gdf)).astype(str))
     return normalise_table(t)
 
-
-def iter_chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
-    """Slices of at most `size` rows, for streaming over memory-mapped patches."""
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
