@@ -5,6 +5,11 @@ GPU box. All numbers of one invocation come from the same run on the same machin
 
   CPU (2 threads):  python bench/map_scene.py --device cpu --size 1024
   GPU (H100):       python bench/map_scene.py --device cuda --size 10980 --precision bf16
+  Large scene:      python bench/map_scene.py --large-scene 10980   (needs rasterio etc.)
+
+--large-scene N writes a synthetic N x N Sentinel-2-like scene (6-band GeoTIFF stack, DEM,
+outlines of a few glaciers) in a child process, then maps it with `glacierfacies.mapping`
+(block-wise reading, small model) in this process and reports the peak RSS (getrusage).
 
 Prints one JSON object (also written to --json): dense px/s, per-patch px/s and their ratio,
 the max |p_dense - p_patch| at the per-patch pixels, and (unless --no-smoothing) the
@@ -116,6 +121,97 @@ def bench_smoothing(size: int, seed: int) -> dict:
     }
 
 
+def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
+    """Synthetic N x N 10 m scene, DEM and outlines, written window by window (bounded RAM)."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+    from rasterio.windows import transform as win_transform
+    from shapely.affinity import scale as shp_scale
+    from shapely.geometry import Point
+
+    rng = np.random.default_rng(seed)
+    x0, y0, res = 300_000.0, 5_200_000.0, 10.0
+    transform = from_origin(x0, y0, res, res)
+    glaciers = []
+    for _ in range(8):  # a few glaciers spread over the tile (most blocks hold none)
+        cx = x0 + res * n * (0.1 + 0.8 * rng.random())
+        cy = y0 - res * n * (0.1 + 0.8 * rng.random())
+        glaciers.append(shp_scale(Point(cx, cy).buffer(1000 + 1500 * rng.random()),
+                                  1.0, 0.6 + 0.8 * rng.random()))
+    gpd.GeoDataFrame({"rgi_id": [f"G{i}" for i in range(len(glaciers))]},
+                     geometry=glaciers, crs="EPSG:32632").to_file(folder / "outlines.gpkg")
+    common = dict(driver="GTiff", width=n, height=n, crs="EPSG:32632", transform=transform,
+                  tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+                  BIGTIFF="YES", dtype="float32", nodata=np.nan)
+    base = np.array([0.12, 0.14, 0.15, 0.25, 0.18, 0.12], np.float32)
+    ice = np.array([0.55, 0.60, 0.62, 0.55, 0.10, 0.08], np.float32)
+    with rasterio.open(folder / "scene_20220708T103629.tif", "w", count=6, **common) as sc, \
+            rasterio.open(folder / "dem.tif", "w", count=1, **common) as dem:
+        sc.update_tags(ACQUISITION_TIME="2022-07-08T10:36:29Z", SUN_AZIMUTH="150",
+                       SUN_ELEVATION="50", SCENE_ID="synthetic_T32TPS")
+        step = 1024
+        for r in range(0, n, step):
+            h = min(step, n - r)
+            win = Window(0, r, n, h)
+            rows = np.arange(r, r + h, dtype=np.float32)[:, None]
+            cols = np.arange(n, dtype=np.float32)[None, :]
+            z = 2600 + 250 * np.sin(cols / 700.0) * np.cos(rows / 900.0) + 0.01 * rows
+            dem.write(z.astype(np.float32)[None], window=win)
+            g = rasterize(((p, 1) for p in glaciers), out_shape=(h, n),
+                          transform=win_transform(win, transform), fill=0, dtype="uint8")
+            shade = (0.9 + 0.1 * np.sin(cols / 97.0) * np.cos(rows / 53.0)).astype(np.float32)
+            for b in range(6):
+                band = np.where(g > 0, ice[b], base[b]) * shade
+                sc.write(np.round(band, 3).astype(np.float32), b + 1, window=win)
+
+
+def bench_large_scene(args: argparse.Namespace) -> dict:
+    """Map a synthetic N x N scene block-wise; peak RSS of this process (the mapping only)."""
+    import resource
+    import subprocess
+    import tempfile
+
+    from glacierfacies.classes import CLASS_NAMES
+    from glacierfacies.features import FEATURE_NAMES
+    from glacierfacies.mapping import map_scene
+    from glacierfacies.training import ModelCard, save_model
+
+    work = Path(tempfile.mkdtemp(prefix="gf_large_", dir=args.workdir))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--make-large", str(work),
+                    "--large-scene", str(args.large_scene)], check=True)
+    make_s = time.perf_counter() - t0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    model = make_model(8, args.patch_size, args.seed)
+    card = ModelCard(features=list(FEATURE_NAMES), classes=list(CLASS_NAMES),
+                     patch_size=args.patch_size,
+                     normalisation={"min": [0] * 6 + [2000, 0, 0, 0, -2000],
+                                    "max": [1] * 6 + [3500, 60, 1, 255, 2000]},
+                     architecture=model.kwargs, training={})
+    save_model(model, card, work / "fold0.pt")
+    t0 = time.perf_counter()
+    res = map_scene(work / "scene_20220708T103629.tif", work / "dem.tif", work / "outlines.gpkg",
+                    [work / "fold0.pt"], work / "facies.tif",
+                    confidence_out=work / "confidence.tif", tile_size=1024,
+                    device=args.device, progress=True)
+    map_s = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB (Linux)
+    out = {
+        "scene_px": args.large_scene, "make_s": round(make_s, 1), "map_s": round(map_s, 1),
+        "classified_px": res.n_classified, **res.extra,
+        "peak_rss_gb": round(peak, 2), "rss_before_map_gb": round(rss_before, 2),
+        "workdir": str(work),
+    }
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -134,7 +230,15 @@ def main() -> None:
     ap.add_argument("--no-smoothing", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--large-scene", type=int, default=0,
+                    help="map a synthetic N x N scene block-wise and report peak RSS")
+    ap.add_argument("--make-large", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default=None, help="where the synthetic scene goes")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic scene and maps")
     args = ap.parse_args()
+    if args.make_large is not None:
+        make_large_scene(args.make_large, args.large_scene, args.seed)
+        return
     cuda = args.device.startswith("cuda")
     args.tile_size = args.tile_size or (2048 if cuda else 512)
     args.patch_pixels = args.patch_pixels or (65536 if cuda else 1024)
@@ -151,6 +255,13 @@ def main() -> None:
         "model": {"width": args.width, "patch_size": args.patch_size},
         "precision": args.precision, "tile_size": args.tile_size,
     }
+    if args.large_scene:
+        result["large_scene"] = bench_large_scene(args)
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text)
+        return
     result["inference"] = bench_inference(args)
     print(json.dumps(result["inference"]), flush=True)
     if not args.no_smoothing:
