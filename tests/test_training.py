@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -250,33 +249,31 @@ def test_absent_training_class_warns_not_crashes(tmp_path):
 # ---------------------------------------------------------------- resumption after a kill
 
 
-_SCRIPT = """
-import sys, numpy as np, pandas as pd, torch
-sys.path.insert(0, {tests!r})
-from test_training import synthetic_patchset, CFG
-from glacierfacies.training import run_protocol
-ps, flipped = synthetic_patchset()
-m = run_protocol(ps, {run!r}, CFG, progress=False)
-print("F1", m["macro_f1_cleaned"])
-"""
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glacierfacies.cli", *args], env=env,
+                          capture_output=True, text=True)
 
 
 def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
-    """SIGKILL in round 2, fold 3, epoch 1, batch 5 (after the checkpoint at batch 3): the
-    rerun resumes from that checkpoint and ends with the uninterrupted run's numbers."""
-    _, _, ref_dir, ref, _ = protocol_run
-    run = tmp_path / "run"
-    script = _SCRIPT.format(tests=str(Path(__file__).parent), run=str(run))
+    """`glacierfacies train` killed (SIGKILL) in round 2, fold 3, epoch 1, batch 5 (after the
+    checkpoint at batch 3); the same command again resumes from that checkpoint and ends
+    with the uninterrupted run's numbers."""
+    ps, _, ref_dir, ref, _ = protocol_run
+    ds, run = tmp_path / "ds", tmp_path / "run"
+    ps.save(ds)
+    args = ["train", str(ds), "-o", str(run), "--preset", "sample", "--epochs", "4", "--width",
+            "4", "--batch-size", "16", "--lr", "3e-3", "--checkpoint-every", "3", "--seed", "3",
+            "--threads", "1", "--quiet"]
     env = dict(os.environ, GLACIERFACIES_TEST_KILL_AT="2:3:1:5", OMP_NUM_THREADS="1")
-    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    killed = _cli(*args, env=env)
     assert killed.returncode == -9, killed.stderr[-2000:]
     ckpt = torch.load(run / "round2" / "fold3.ckpt", weights_only=False)
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch"]) == (1, 3)  # mid-epoch checkpoint
     assert not (run / "metrics.json").exists()  # round 1 and cleaning done, round 2 not
     env.pop("GLACIERFACIES_TEST_KILL_AT")
-    resumed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                             text=True)
+    resumed = _cli(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "macro F1 (round 2): cleaned test folds" in resumed.stdout
     got = json.loads((run / "metrics.json").read_text())
     assert abs(got["macro_f1_cleaned"] - ref["macro_f1_cleaned"]) <= 1e-6
     assert abs(got["macro_f1_unpruned"] - ref["macro_f1_unpruned"]) <= 1e-6
@@ -284,6 +281,19 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     a = np.load(run / "round2" / "oof_logits.npy")
     b = np.load(ref_dir / "round2" / "oof_logits.npy")
     assert np.abs(a - b).max() <= 1e-6
+    # evaluate recomputes the same metrics from the stored predictions
+    from click.testing import CliRunner
+
+    from glacierfacies.cli import cli
+
+    res = CliRunner().invoke(cli, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["macro_f1_cleaned"] == got["macro_f1_cleaned"]
+    # another configuration in the same RUN_DIR is refused with one line
+    other = _cli(*args[:-3], "--seed", "4", "--quiet", env=env)
+    assert other.returncode == 1 and other.stderr.count("\n") == 1
+    assert "another configuration" in other.stderr
 
 
 def test_export_onnx(protocol_run, tmp_path):

@@ -236,7 +236,7 @@ def dataset_info_cmd(dataset_dir) -> None:
               show_default=True, help="Whole protocol or one stage.")
 @click.option("--preset", type=click.Choice(["paper", "sample"]), default="paper",
               show_default=True,
-              help="paper: width 64, 100 epochs; sample: width 16, 6 epochs (CPU-friendly).")
+              help="paper: width 64, 100 epochs; sample: width 16, 10 epochs (CPU-friendly).")
 @click.option("--epochs", type=int, default=None, help="Override the preset.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--width", type=int, default=None, help="Conv channels (paper 64).")

@@ -23,6 +23,9 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self):  # picklable, so errors travel back from Dask workers
+        return (type(self), (self.path, self.problem))
+
 
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
