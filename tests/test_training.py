@@ -240,10 +240,19 @@ def test_absent_training_class_warns_not_crashes(tmp_path):
     labels[only] = 6  # water, only in fold 0
     ps.labels = labels
     ps.table.loc[only, "class"] = "water"
-    cfg = TrainConfig.sample(epochs=1, width=2, batch_size=64, checkpoint_every=0, threads=1)
+    cfg = TrainConfig.sample(epochs=1, width=2, batch_size=64, checkpoint_every=0, threads=1,
+                             calibration="isotonic")
     with pytest.warns(UserWarning, match="water absent from the training folds"):
         metrics = run_protocol(ps, tmp_path / "run", cfg, stage="round1", progress=False)
     assert any("fold 0: class(es) water absent" in w for w in metrics["warnings"])
+    # isotonic calibration (the option) is stored in the card and used by the evaluation
+    _, card = load_model(tmp_path / "run" / "round1" / "models" / "fold1.pt")
+    assert card.calibration["method"] == "isotonic" and card.temperature > 0
+    from glacierfacies.training import run_evaluation
+
+    ev = run_evaluation(ps, tmp_path / "run")
+    assert ev["round"] == 1 and ev["calibration"]["method"].startswith("isotonic")
+    assert 0.0 <= ev["calibration"]["ece_after"] <= 1.0
 
 
 # ---------------------------------------------------------------- resumption after a kill

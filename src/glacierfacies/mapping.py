@@ -322,25 +322,10 @@ BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around 
 
 
 def scene_grid(scene: PathLike) -> Any:
-    """The scene's 10 m grid without reading pixels (finest band file, as scene.py picks it)."""
+    """The scene's 10 m grid without reading pixels (`scene.scene_grid`)."""
     from glacierfacies import scene as sc
 
-    if hasattr(sc, "scene_grid"):
-        return sc.scene_grid(scene)
-    p = Path(scene)
-    files = [p] if p.is_file() else [
-        q for q in sorted(p.rglob("*")) if q.suffix.lower() in (".jp2", ".tif", ".tiff")
-    ]
-    best = None
-    for f in files:
-        with sc._open_raster(f) as src:
-            if src.crs is None or src.crs.is_geographic:
-                continue
-            if best is None or abs(src.transform.a) < best[0]:
-                best = (abs(src.transform.a), sc._default_grid(f, src))
-    if best is None:
-        raise InputError(scene, "no projected raster found in the scene")
-    return best[1]
+    return sc.scene_grid(scene)
 
 
 def _check_dem_overlap(dem: PathLike, grid: Any) -> None:

@@ -175,21 +175,99 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _read_band(src, index: int, path) -> np.ndarray:
+def _read_band(src, index, path, window=None) -> np.ndarray:
+    """`src.read(index, window=window)` with read errors as a one-line InputError."""
     from rasterio.errors import RasterioError
 
     try:
-        return src.read(index)
+        return src.read(index, window=window)
     except (RasterioError, OSError) as exc:
         raise InputError(path, f"cannot read band {index} ({_first_line(exc)})") from None
 
 
-def _same_grid(src, grid: Grid) -> bool:
-    return (
-        src.crs == grid.crs
-        and (src.height, src.width) == grid.shape
-        and src.transform.almost_equals(grid.transform, precision=1e-6)
+#: Source pixels read beyond the grid on each side (times the downsampling ratio), so that
+#: bilinear resampling from a window gives exactly what it gives from the whole file.
+_WINDOW_MARGIN_PX = 3
+
+
+def _source_window(src, grid: Grid):
+    """The integer window of `src` that covers `grid` plus a resampling margin, clipped to
+    the dataset; None when the grid misses the dataset. Why: block-wise mapping of a 10980 px
+    tile must read only the pixels a block needs, not every band file in full each time."""
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window, from_bounds
+
+    full = Window(0, 0, src.width, src.height)
+    t = src.transform
+    if t.b != 0 or t.d != 0:  # rotated source: no cheap window, read it all
+        return full
+    bounds = grid.bounds
+    if src.crs != grid.crs:
+        bounds = transform_bounds(grid.crs, src.crs, *bounds, densify_pts=21)
+    w, s, e, n = bounds
+    # downsampling widens GDAL's bilinear kernel by the size ratio
+    ratio = max(
+        1.0,
+        (e - w) / max(grid.width, 1) / abs(t.a),
+        (n - s) / max(grid.height, 1) / abs(t.e),
     )
+    m = _WINDOW_MARGIN_PX * int(math.ceil(ratio))
+    win = from_bounds(w, s, e, n, transform=t)
+    c0 = max(int(math.floor(win.col_off + 1e-6)) - m, 0)
+    r0 = max(int(math.floor(win.row_off + 1e-6)) - m, 0)
+    c1 = min(int(math.ceil(win.col_off + win.width - 1e-6)) + m, src.width)
+    r1 = min(int(math.ceil(win.row_off + win.height - 1e-6)) + m, src.height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _aligned_offset(src_transform, src_crs, grid: Grid) -> tuple[int, int] | None:
+    """(row, col) of the grid's first pixel in the source array when both share pixel size
+    and pixel edges (same CRS, integer pixel offset): then a slice is the exact answer."""
+    t, g = src_transform, grid.transform
+    if src_crs != grid.crs or t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0:
+        return None
+    if abs(t.a - g.a) > 1e-9 * abs(g.a) or abs(t.e - g.e) > 1e-9 * abs(g.e):
+        return None
+    col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _paste(arr: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """`arr` cropped/padded (NaN) to `shape`; `offset` = (row, col) of the output origin."""
+    r, c = offset
+    h, w = shape
+    if (r, c) == (0, 0) and arr.shape == (h, w):
+        return arr
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    rs, cs = max(r, 0), max(c, 0)
+    re_, ce = min(r + h, arr.shape[0]), min(c + w, arr.shape[1])
+    if re_ > rs and ce > cs:
+        out[rs - r : re_ - r, cs - c : ce - c] = arr[rs:re_, cs:ce]
+    return out
+
+
+def _read_onto(src, indexes: list[int], path, grid: Grid, to_float) -> list[np.ndarray]:
+    """Bands `indexes` of `src` as float32 (NaN = nodata, from `to_float(k, raw_band_k)`) on
+    `grid`. Only the source window under the grid is read; an aligned grid is a slice,
+    any other grid is bilinear `reproject` from the window (same values as from the file)."""
+    win = _source_window(src, grid)
+    if win is None:
+        return [np.full(grid.shape, np.nan, dtype=np.float32) for _ in indexes]
+    wt = src.window_transform(win)
+    offset = _aligned_offset(wt, src.crs, grid)
+    out = []
+    for k, index in enumerate(indexes):
+        arr = to_float(k, _read_band(src, index, path, window=win))
+        if offset is not None:
+            out.append(_paste(arr, offset, grid.shape))
+        else:
+            out.append(_warp_to(arr, wt, src.crs, grid))
+        del arr
+    return out
 
 
 def _warp_to(arr: np.ndarray, src_transform, src_crs, grid: Grid, resampling=None) -> np.ndarray:
@@ -420,6 +498,38 @@ def read_scene(
     return scene
 
 
+def _grid_of_files(files: list[tuple[Path, int]]) -> Grid:
+    """The default 10 m grid of a scene's band files: the finest band decides."""
+    best = None
+    for f in dict.fromkeys(f for f, _ in files):
+        with _open_raster(f) as src:
+            if best is None or abs(src.transform.a) < best[0]:
+                best = (abs(src.transform.a), _default_grid(f, src))
+    return best[1]
+
+
+def scene_grid(path: str | os.PathLike) -> Grid:
+    """The 10 m grid `read_scene(path)` would use, from the band files' headers only (no
+    pixels read): lets block-wise mapping plan blocks of a huge scene cheaply."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "scene not found")
+    if _is_safe(p) or (p.is_dir() and _find_mtl(p) is None and _is_s2_band_folder(p)):
+        files = _s2_files(p, sensors.sentinel2(), safe=_is_safe(p))
+    elif (mtl := _find_mtl(p)) is not None:
+        _, prefix, _, spec = _landsat_product(mtl)
+        files = _landsat_files(mtl, prefix, spec)
+    elif p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
+        files = [(p, 1)]
+    else:
+        raise InputError(
+            p,
+            "not a recognised scene (.SAFE, S2 band folder, Landsat folder "
+            "with _MTL.txt/.xml, or GeoTIFF)",
+        )
+    return _grid_of_files(files)
+
+
 def _assemble(
     files: list[tuple[Path, int]],
     spec: sensors.SensorSpec,
@@ -427,32 +537,44 @@ def _assemble(
     offsets: list[float | None],
     extra_nodata: list[float | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Grid]:
-    """Read the 6 (file, band index) pairs, decode DN, warp onto the grid."""
+    """Read the 6 (file, band index) pairs (only the window under `grid`; each file opened
+    once, so a 6-band stack is read in one pass), decode DN, warp onto the grid."""
     if grid is None:
-        # The finest band decides the default grid.
-        best = None
-        for f, _ in files:
-            with _open_raster(f) as src:
-                if best is None or abs(src.transform.a) < best[0]:
-                    best = (abs(src.transform.a), _default_grid(f, src))
-        grid = best[1]
+        grid = _grid_of_files(files)
     refl = np.empty((len(files),) + grid.shape, dtype=np.float32)
-    for i, (f, bidx) in enumerate(files):
+    by_file: dict[Path, list[int]] = {}
+    for i, (f, _) in enumerate(files):
+        by_file.setdefault(f, []).append(i)
+    for f, slots in by_file.items():
         with _open_raster(f) as src:
             if src.crs is None:
                 raise InputError(f, "raster has no CRS")
-            dn = _read_band(src, bidx, f)
-            band = spec.decode(dn, offsets[i])
-            nd = src.nodata if extra_nodata is None else extra_nodata[i]
-            if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
-                band[dn == nd] = np.nan
-            if _same_grid(src, grid):
+
+            def to_float(k: int, dn: np.ndarray, src=src, slots=slots) -> np.ndarray:
+                i = slots[k]
+                band = spec.decode(dn, offsets[i])
+                nd = src.nodata if extra_nodata is None else extra_nodata[i]
+                if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
+                    band[dn == nd] = np.nan
+                return band
+
+            bands = _read_onto(src, [files[i][1] for i in slots], f, grid, to_float)
+            for i, band in zip(slots, bands, strict=True):
                 refl[i] = band
-            else:
-                refl[i] = _warp_to(band, src.transform, src.crs, grid)
+            del bands
     valid = np.isfinite(refl).all(axis=0)
     refl[:, ~valid] = np.nan
     return refl, valid, grid
+
+
+def _s2_files(folder: Path, spec: sensors.SensorSpec, safe: bool) -> list[tuple[Path, int]]:
+    """(file, band 1) of the six optical bands of an S2 product / band folder."""
+    band_files = _s2_band_files(folder)
+    missing = [b for b in spec.bands.values() if b not in band_files]
+    if missing:
+        where = folder / "GRANULE" / "*" / "IMG_DATA" if safe else folder
+        raise InputError(where, f"missing band file(s) {', '.join(missing)} (.jp2 or .tif)")
+    return [(band_files[spec.bands[b]], 1) for b in OPTICAL_BANDS]
 
 
 def _read_s2(folder: Path, grid: Grid | None, safe: bool) -> Scene:
@@ -496,13 +618,8 @@ def _read_s2(folder: Path, grid: Grid | None, safe: bool) -> Scene:
                 sun_az, sun_el = float(az), 90.0 - float(zen)
         if acquired is None and (t := _xml_text(root, "SENSING_TIME")):
             acquired = _parse_time(t)
-    band_files = _s2_band_files(folder)
-    missing = [b for b in spec.bands.values() if b not in band_files]
-    if missing:
-        where = folder / "GRANULE" / "*" / "IMG_DATA" if safe else folder
-        raise InputError(where, f"missing band file(s) {', '.join(missing)} (.jp2 or .tif)")
     names = [spec.bands[b] for b in OPTICAL_BANDS]
-    files = [(band_files[n], 1) for n in names]
+    files = _s2_files(folder, spec, safe)
     offsets = [
         band_offsets[_S2_BAND_ID[n]] * spec.scale if _S2_BAND_ID[n] in band_offsets else None
         for n in names
@@ -576,7 +693,8 @@ def _mtl_get(groups: dict[str, dict[str, str]], key: str, prefer: str | None = N
     return None
 
 
-def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
+def _landsat_product(mtl: Path) -> tuple[dict, str, str, sensors.SensorSpec]:
+    """(MTL groups, file prefix, product id, sensor spec) of a Landsat C2 L2 product."""
     groups = _parse_mtl(mtl)
     if not groups:
         raise InputError(mtl, "empty or unreadable MTL")
@@ -587,18 +705,11 @@ def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
     )
     if mission is None:
         raise InputError(mtl, "cannot tell the Landsat mission (LANDSAT_PRODUCT_ID/SPACECRAFT_ID)")
-    spec = sensors.landsat(mission)
-    # Level-2 SR coefficients from the MTL when given (not the Level-1 TOA ones).
-    l2 = "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"
-    mults, adds = [], []
-    for name in (spec.bands[b] for b in OPTICAL_BANDS):
-        n = name.split("_B")[-1]
-        mult = groups.get(l2, {}).get(f"REFLECTANCE_MULT_BAND_{n}")
-        add = groups.get(l2, {}).get(f"REFLECTANCE_ADD_BAND_{n}")
-        mults.append(float(mult) if mult else None)
-        adds.append(float(add) if add else None)
-    if any(m is not None and abs(m - spec.scale) > 1e-12 for m in mults):
-        raise InputError(mtl, f"unexpected SR scale {mults} (Collection-2 L2 uses 2.75e-05)")
+    return groups, prefix, product_id, sensors.landsat(mission)
+
+
+def _landsat_files(mtl: Path, prefix: str, spec: sensors.SensorSpec) -> list[tuple[Path, int]]:
+    """(file, band 1) of the six optical SR bands beside the MTL."""
     files = []
     for b in OPTICAL_BANDS:
         name = spec.bands[b]
@@ -611,6 +722,23 @@ def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
         if not cands:
             raise InputError(mtl.parent / f"{prefix}_{name}.TIF", "missing band file")
         files.append((cands[0], 1))
+    return files
+
+
+def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
+    groups, prefix, product_id, spec = _landsat_product(mtl)
+    # Level-2 SR coefficients from the MTL when given (not the Level-1 TOA ones).
+    l2 = "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"
+    mults, adds = [], []
+    for name in (spec.bands[b] for b in OPTICAL_BANDS):
+        n = name.split("_B")[-1]
+        mult = groups.get(l2, {}).get(f"REFLECTANCE_MULT_BAND_{n}")
+        add = groups.get(l2, {}).get(f"REFLECTANCE_ADD_BAND_{n}")
+        mults.append(float(mult) if mult else None)
+        adds.append(float(add) if add else None)
+    if any(m is not None and abs(m - spec.scale) > 1e-12 for m in mults):
+        raise InputError(mtl, f"unexpected SR scale {mults} (Collection-2 L2 uses 2.75e-05)")
+    files = _landsat_files(mtl, prefix, spec)
     date = _mtl_get(groups, "DATE_ACQUIRED")
     ctime = _mtl_get(groups, "SCENE_CENTER_TIME")
     acquired = None
@@ -715,6 +843,8 @@ def _pad_grid(grid: Grid, pad: int) -> Grid:
 
 
 def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
+    """DEM elevation (float32, NaN nodata) on `grid` (the scene grid + terrain margin),
+    reading only the DEM window under it."""
     from rasterio.warp import transform_bounds
 
     with _open_raster(dem_path) as src:
@@ -724,28 +854,48 @@ def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
         b = src.bounds
         if w >= b.right or e <= b.left or s >= b.top or n <= b.bottom:
             raise InputError(dem_path, "DEM does not overlap the scene")
-        z = _read_band(src, 1, dem_path).astype(np.float32)
-        if src.nodata is not None:
-            z[z == src.nodata] = np.nan
-        z[~np.isfinite(z)] = np.nan
-        if _same_grid(src, grid):
+        nodata = src.nodata
+
+        def to_float(_k: int, raw: np.ndarray) -> np.ndarray:
+            z = raw.astype(np.float32)
+            if nodata is not None:
+                z[z == nodata] = np.nan
+            z[~np.isfinite(z)] = np.nan
             return z
-        return _warp_to(z, src.transform, src.crs, grid)
+
+        return _read_onto(src, [1], dem_path, grid, to_float)[0]
 
 
 def _read_outlines(outlines_path, grid: Grid):
+    """Outlines that intersect `grid`, in its CRS, in file (FID) order; only features whose
+    bounding box meets the grid are read (GeoPackage/shapefile spatial index)."""
     import geopandas as gpd
+    import pyogrio
+    from rasterio.warp import transform_bounds
     from shapely.geometry import box
 
     p = Path(outlines_path)
     if not p.exists():
         raise InputError(p, "file not found")
     try:
-        gdf = gpd.read_file(p)
+        crs = pyogrio.read_info(p).get("crs")
+    except Exception as exc:  # noqa: BLE001 - pyogrio raises several types
+        raise InputError(p, f"cannot read outlines ({_first_line(exc)})") from None
+    bbox = None
+    if crs:
+        try:  # the grid's box in the file CRS, densified and widened a little
+            w, s, e, n = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
+            pad = 1e-3 * max(e - w, n - s)
+            bbox = (w - pad, s - pad, e + pad, n + pad)
+        except Exception:  # noqa: BLE001 - no bbox filter then; the exact test follows
+            bbox = None
+    try:
+        gdf = gpd.read_file(p, bbox=bbox, engine="pyogrio", fid_as_index=True)
     except Exception as exc:  # noqa: BLE001 - pyogrio raises several types
         raise InputError(p, f"cannot read outlines ({_first_line(exc)})") from None
     if gdf.crs is None:
         raise InputError(p, "outlines have no CRS")
+    gdf = gdf.sort_index()
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     if gdf.crs != grid.crs:
         gdf = gdf.to_crs(grid.crs)

@@ -91,6 +91,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     threads: int = 2  # torch CPU threads
     compile: bool = False  # torch.compile the model (CUDA only)
+    calibration: str = "temperature"  # or "isotonic" (fitted on the validation fold)
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
@@ -119,6 +120,8 @@ class TrainConfig:
             raise ValueError("lr > 0, focal_gamma >= 0 and checkpoint_every >= 0 are required")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.calibration not in ("temperature", "isotonic"):
+            raise ValueError(f"calibration must be temperature or isotonic, got {self.calibration!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -154,7 +157,8 @@ class TrainConfig:
     def signature(self) -> str:
         """Hash of the fields that change the computation (not device/threads/checkpointing)."""
         d = self.to_dict()
-        for k in ("device", "threads", "checkpoint_every", "eval_batch_size", "compile"):
+        for k in ("device", "threads", "checkpoint_every", "eval_batch_size", "compile",
+                  "calibration"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -624,7 +628,7 @@ def run_round(
     Writes the fold models + cards and predictions; returns out-of-fold test logits
     (N, C), the test fold of each point, per-fold temperatures and warnings.
     """
-    from glacierfacies.calibration import fit_temperature
+    from glacierfacies.calibration import fit_isotonic, fit_temperature, to_card
 
     run_dir = Path(run_dir)
     rdir = _round_dir(run_dir, round_no)
@@ -664,6 +668,12 @@ def run_round(
             test_logits = predict_logits(model, data.x, test_idx, normalise, cfg.eval_batch_size)
             val_logits = predict_logits(model, data.x, val_idx, normalise, cfg.eval_batch_size)
             temperature = fit_temperature(val_logits, data.labels[val_idx]) if len(val_idx) else 1.0
+            calibration = {"method": "temperature", "temperature": float(temperature)}
+            if cfg.calibration == "isotonic" and len(val_idx):
+                # "temperature" stays as the fallback for consumers that only scale logits
+                calibration = {**to_card("isotonic", fit_isotonic(_softmax(val_logits),
+                                                                  data.labels[val_idx])),
+                               "temperature": float(temperature)}
             y_test = data.labels[test_idx]
             cleaned = np.ones(len(test_idx), bool) if keep is None else np.asarray(keep)[test_idx]
             fold_metrics = {
@@ -677,7 +687,7 @@ def run_round(
                 features=list(data.feature_names), classes=list(data.class_names),
                 patch_size=data.patch_size, normalisation=norm, architecture=res["architecture"],
                 training=cfg.to_dict(),
-                calibration={"method": "temperature", "temperature": float(temperature)},
+                calibration=calibration,
                 metrics=fold_metrics,
                 fold={"round": round_no, "test_fold": t, "validation_fold": (t - 1) % k,
                       "train_folds": sorted(set(range(k)) - {t, (t - 1) % k}),
@@ -750,7 +760,7 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
     model's temperature. `flipped` (a table with point_id, e.g. the sample's
     flipped_labels.csv) adds the cleaning detection rate and precision.
     """
-    from glacierfacies.calibration import reliability_diagram
+    from glacierfacies.calibration import calibrated_probs, reliability_diagram
     from glacierfacies.metrics import evaluate, expected_calibration_error, plot_confusion
 
     run_dir = Path(run_dir)
@@ -765,11 +775,18 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
         raise InputError(run_dir, f"run has {logits.shape[0]} predictions, dataset {len(labels)} points")
     k = int(oof_fold.max()) + 1
     temps = np.ones(k)
+    probs_raw = _softmax(logits)
+    probs = np.empty_like(probs_raw)
+    methods = set()
     for t in range(k):
         with np.load(rdir / "predictions" / f"fold{t}.npz") as z:
             temps[t] = float(z["temperature"])
-    probs_raw = _softmax(logits)
-    probs = _softmax(logits, temps[oof_fold])
+        card_path = _models_dir(run_dir, round_no) / f"fold{t}.json"
+        cal = (json.loads(card_path.read_text()).get("calibration") if card_path.is_file()
+               else None) or {"method": "temperature", "temperature": temps[t]}
+        methods.add(cal["method"])
+        rows = oof_fold == t
+        probs[rows] = calibrated_probs(logits[rows], cal)
     class_names = list(patchset.class_names)
     flagged_path = run_dir / "cleaning" / "flagged.npy"
     flagged = np.load(flagged_path) if flagged_path.is_file() else np.zeros(len(labels), bool)
@@ -791,7 +808,7 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
         "cleaned": cleaned,
         "unpruned": unpruned,
         "calibration": {
-            "method": "temperature (per fold, fitted on its validation fold)",
+            "method": f"{'/'.join(sorted(methods))} (per fold, fitted on its validation fold)",
             "temperatures": temps.tolist(),
             "ece_before": expected_calibration_error(probs_raw[keep], labels[keep], 100),
             "ece_after": expected_calibration_error(probs[keep], labels[keep], 100),
@@ -840,6 +857,7 @@ def run_protocol(
     progress: bool = True,
     flipped: Any | None = None,
     dataset_path: str | os.PathLike | None = None,
+    flipped_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The paper's protocol (or one stage): round 1, cleaning, round 2, evaluation.
 
@@ -858,6 +876,10 @@ def run_protocol(
             raise InputError(cfg_path, "RUN_DIR holds a run with another configuration; "
                                        "use a new RUN_DIR (or the same options)")
     _write_json(cfg_path, cfg.to_dict())
+    if dataset_path is not None:  # lets `glacierfacies evaluate RUN_DIR` find the data
+        _write_json(run_dir / "run.json", {
+            "dataset": str(Path(dataset_path).resolve()),
+            "flipped_labels": str(Path(flipped_path).resolve()) if flipped_path else None})
     if cfg.resolved_device().type == "cpu":
         torch.set_num_threads(cfg.threads)
     timings: dict[str, float] = {}
@@ -988,13 +1010,9 @@ def train_dataset(
     from glacierfacies.patches import PatchSet
 
     ps = PatchSet.load(dataset)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "run.json", {"dataset": str(Path(dataset).resolve()),
-                                       "flipped_labels": str(flipped_csv) if flipped_csv else None})
     flipped = _flipped_table(ps, flipped_csv)
     return run_protocol(ps, run_dir, cfg, stage, progress=progress, flipped=flipped,
-                        dataset_path=dataset)
+                        dataset_path=dataset, flipped_path=flipped_csv)
 
 
 def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None
@@ -1031,7 +1049,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         cal = metrics.get("calibration", {})
         if cal:
             lines.append(f"ECE (100 bins): {cal['ece_before']:.4f} before, "
-                         f"{cal['ece_after']:.4f} after temperature scaling")
+                         f"{cal['ece_after']:.4f} after calibration")
     cl = metrics.get("cleaning")
     if cl:
         line = f"confident learning flagged {cl['n_flagged']} labels ({cl['fraction']:.1%})"
