@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from glacierfacies import scene as sc
 from glacierfacies import sensors, terrain
@@ -492,3 +493,135 @@ def test_features_cli(sample_dir, tmp_path):
     assert isinstance(res.exception, InputError) and "far_dem.tif" in str(res.exception)
     assert "\n" not in str(res.exception)
     assert not bad.exists() and not list(tmp_path.glob(".bad.tif*"))
+
+
+# ------------------------------------------------------------------ windowed reads (block mode)
+
+
+def _sub_grid(grid: sc.Grid, r0: int, c0: int, h: int, w: int) -> sc.Grid:
+    from rasterio.transform import Affine
+
+    return sc.Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
+
+
+def _crop(arr: np.ndarray, r0: int, c0: int, h: int, w: int, fill=np.nan) -> np.ndarray:
+    """arr[..., r0:r0+h, c0:c0+w] padded with `fill` where the box leaves the array."""
+    out = np.full(arr.shape[:-2] + (h, w), fill, dtype=arr.dtype)
+    rs, cs = max(r0, 0), max(c0, 0)
+    re_, ce = min(r0 + h, arr.shape[-2]), min(c0 + w, arr.shape[-1])
+    out[..., rs - r0 : re_ - r0, cs - c0 : ce - c0] = arr[..., rs:re_, cs:ce]
+    return out
+
+
+def _same(a: np.ndarray, b: np.ndarray, ulps: int = 0) -> bool:
+    """Equal with NaN == NaN, or within `ulps` float32 units in the last place."""
+    if ulps == 0:
+        return np.array_equal(a, b, equal_nan=True)
+    nan = np.isnan(a)
+    if not np.array_equal(nan, np.isnan(b)):
+        return False
+    tol = ulps * np.spacing(np.maximum(np.abs(a[~nan]), np.abs(b[~nan])))
+    return bool((np.abs(a[~nan] - b[~nan]) <= tol).all())
+
+
+# (r0, c0, h, w) on the 600 x 480 sample grid: inside, over the top edge, over the right corner
+SUB_BOXES = [(100, 150, 250, 300), (-30, 300, 200, 250), (380, 520, 150, 140)]
+
+
+def test_windowed_read_equals_whole_file_read(sample_dir, monkeypatch):
+    """read_scene(grid=block) reads only the window under the block (+ margin), and gives
+    the bands and mask of reading the whole files onto the same grid: bit-identical for S2
+    (10 m slices, 20 m -> 10 m bilinear); Landsat 30 m -> 10 m within 1 float32 ulp (GDAL
+    computes the 1/3-pixel bilinear weights relative to the source array origin)."""
+    paths = sc.find_scenes(sample_dir / "scenes")
+    picks = [next(p for p in paths if p.name.startswith(k)) for k in ("S2", "LC09")]
+    real_read = sc._read_band
+    windows: list = []
+
+    def spy(src, index, path, window=None):
+        windows.append((src.width, src.height, window))
+        return real_read(src, index, path, window=window)
+
+    for p, ulps in zip(picks, (0, 1), strict=True):
+        full_grid = sc.scene_grid(p)
+        for box in SUB_BOXES:
+            grid = _sub_grid(full_grid, *box)
+            monkeypatch.setattr(sc, "_read_band", spy)
+            windows.clear()
+            win = sc.read_scene(p, grid=grid)
+            for width, height, w in windows:  # a window of about the block, not the file
+                ratio = width / full_grid.width  # 1 (10 m), 1/2 (20 m), 1/3 (30 m)
+                assert w is not None and w.width <= box[3] * ratio + 2 * 3 + 2
+                assert w.height <= box[2] * ratio + 2 * 3 + 2
+                assert w.width < width or w.height < height
+            # the whole-file path: every band read in full and resampled from its own grid
+            monkeypatch.setattr(sc, "_read_band", real_read)
+            monkeypatch.setattr(
+                sc, "_source_window", lambda src, g: Window(0, 0, src.width, src.height)
+            )
+            whole = sc.read_scene(p, grid=grid)
+            monkeypatch.undo()
+            assert win.grid == grid == whole.grid
+            assert np.array_equal(win.valid, whole.valid)
+            assert _same(win.reflectance, whole.reflectance, ulps), (p.name, box)
+            changed = ~((win.reflectance == whole.reflectance) | ~win.valid)
+            assert changed.mean() < 1e-3  # the rare rounding case, not a shifted kernel
+
+
+def test_windowed_read_and_stack_equal_the_cropped_full_scene(sample_dir):
+    """A block read + feature stack equals the crop of the full-scene read + stack: all 6
+    bands and the mask (S2 bit-exact; Landsat 30 m -> 10 m within 1 float32 ulp, GDAL's
+    bilinear weights depend on the output grid origin: the whole-file read onto the block
+    grid shows the same ulps), and the 11 features (terrain ones where the terrain margin
+    holds what matters: proximity where the nearest outline edge is < TERRAIN_MARGIN_M)."""
+    dem, outl = sample_dir / "dem.tif", sample_dir / "outlines.gpkg"
+    paths = sc.find_scenes(sample_dir / "scenes")
+    for p, ulps in [(next(q for q in paths if q.name.startswith(k)), u) for k, u in
+                    (("S2", 0), ("LC09", 1))]:
+        full = sc.read_scene(p)
+        assert sc.scene_grid(p) == full.grid
+        fstack = sc.build_feature_stack(full, dem, outl)
+        for box in SUB_BOXES:
+            s = sc.read_scene(p, grid=_sub_grid(full.grid, *box))
+            assert np.array_equal(s.valid, _crop(full.valid, *box, fill=False))
+            assert _same(s.reflectance, _crop(full.reflectance, *box), ulps), (p.name, box)
+            if ulps == 0:  # 10 m bands are slices: exact whatever the sensor
+                assert _same(s.reflectance[:4], _crop(full.reflectance[:4], *box))
+            st = sc.build_feature_stack(s, dem, outl)
+            ref = _crop(fstack.features, *box)
+            assert np.array_equal(st.valid, _crop(fstack.valid, *box, fill=False))
+            assert _same(st.features[:6], ref[:6], ulps)
+            for name in ("elevation", "slope", "shadow_mask", "hillshade"):
+                i = FEATURE_NAMES.index(name)
+                assert _same(st.features[i], ref[i]), name
+            i = FEATURE_NAMES.index("proximity")
+            near = np.abs(np.nan_to_num(ref[i], nan=np.inf)) < sc.TERRAIN_MARGIN_M - 10
+            assert near.mean() > 0.3 and _same(st.features[i][near], ref[i][near])
+            # glacier index: same glaciers (by id) at every pixel; outlines only those touching
+            ids = np.array([""] + list(st.outlines.rgi_id))[st.glacier_index]
+            fids = np.array([""] + list(fstack.outlines.rgi_id))[_crop(fstack.glacier_index, *box,
+                                                                       fill=0)]
+            inside = _crop(np.ones(full.shape, bool), *box, fill=False)
+            assert np.array_equal(ids[inside], fids[inside])
+            assert set(st.outlines.rgi_id) <= set(fstack.outlines.rgi_id)
+            assert list(st.outlines.rgi_id) == [r for r in fstack.outlines.rgi_id
+                                                if r in set(st.outlines.rgi_id)]
+
+
+def test_scene_grid_reads_no_pixels(tmp_path, monkeypatch):
+    safe, _ = make_safe(tmp_path)
+    folder, _ = make_landsat(tmp_path)
+    stack = tmp_path / "stack_20220905.tif"
+    _tif(stack, np.ones((6, 20, 30), np.float32), 20, nodata=None, x0=X0 + 5)
+    monkeypatch.setattr(sc, "_read_band", lambda *a, **k: pytest.fail("pixels read"))
+    g = sc.scene_grid(safe)
+    assert (g.height, g.width, g.transform.a, g.transform.c) == (H10, W10, 10, X0)
+    g = sc.scene_grid(folder)  # 30 m bands -> the 10 m grid on the same extent
+    assert (g.height, g.width, g.transform.a, g.transform.f) == (H10, W10 // 3 * 3, 10, Y0)
+    g = sc.scene_grid(stack)  # 20 m at x0 + 5 -> 10 m snapped to multiples of 10 m
+    assert (g.transform.a, g.transform.c, g.width, g.height) == (10, X0, 61, 40)
+    monkeypatch.undo()
+    for p in (safe, folder, stack):
+        assert sc.scene_grid(p) == sc.read_scene(p).grid
+    with pytest.raises(InputError, match="not a recognised scene"):
+        sc.scene_grid(safe / "MTD_MSIL2A.xml")

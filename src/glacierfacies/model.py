@@ -20,6 +20,8 @@ S = 27, 33, 39, 45, ... (S = 3 mod 6, S >= 27); the paper's S = 33 gives P = 9.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,8 +67,43 @@ class _ConvBlock(nn.Module):
         if dilation == 1:
             y = self.conv(x)
         else:
-            y = F.conv2d(x, self.conv.weight, None, stride=1, padding=0, dilation=dilation)
-        return F.elu(self.bn(y))
+            y = F.conv2d(x, self.conv.weight, self.conv.bias, stride=1, padding=0,
+                         dilation=dilation)
+        return F.elu(self.bn(y))  # bn is an Identity in a fused_for_inference() copy
+
+    def fuse(self) -> None:
+        """Fold eval-mode BatchNorm into the conv (w * g / sd, b - mean * g / sd), in float64."""
+        if isinstance(self.bn, nn.Identity):
+            return
+        bn, conv = self.bn, self.conv
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias = bn.bias.double() - bn.running_mean.double() * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias.double() * scale
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=0,
+                          bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+            fused.bias.copy_(bias)
+        self.conv, self.bn = fused, nn.Identity()
+
+
+def _to_phases(g: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B*k*k, C, ceil(H/k), ceil(W/k)) channels-last: phase (a, b) holds
+    the cells (k*u + a, k*v + b); a k-dilated op on g is an undilated op on every phase."""
+    b, c, h, w = g.shape
+    hp, wp = -(-h // k) * k, -(-w // k) * k
+    if (hp, wp) != (h, w):  # cells past the end only feed outputs past the end (cropped)
+        g = F.pad(g, (0, wp - w, 0, hp - h))
+    t = g.permute(0, 2, 3, 1).reshape(b, hp // k, k, wp // k, k, c).permute(0, 2, 4, 1, 3, 5)
+    return t.reshape(b * k * k, hp // k, wp // k, c).permute(0, 3, 1, 2)
+
+
+def _from_phases(p: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of `_to_phases` (without the padding): (B*k*k, C, u, v) -> (B, C, k*u, k*v)."""
+    bkk, c, u, v = p.shape
+    t = p.permute(0, 2, 3, 1).reshape(bkk // (k * k), k, k, u, v, c).permute(0, 3, 1, 4, 2, 5)
+    return t.reshape(bkk // (k * k), k * u, k * v, c).permute(0, 3, 1, 2)
 
 
 class TwoScaleCNN(nn.Module):
@@ -150,12 +187,43 @@ class TwoScaleCNN(nn.Module):
         feats = torch.cat([fine_centre, g[:, :, cc, cc], g.amax(dim=(-2, -1))], dim=1)
         return self._head(feats)
 
-    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def fused_for_inference(self, pad_inputs_to: int = 1) -> TwoScaleCNN:
+        """An eval-mode copy with every BatchNorm folded into its conv (fewer memory passes).
+
+        Same function up to float rounding (fp32 logits within ~1e-6). `pad_inputs_to` > 1
+        zero-pads the first conv's input channels to a multiple of it (e.g. 8: tensor-core
+        friendly); `dense_logits` then also takes inputs with that many channels (the extra
+        channels meet zero weights, so their values do not matter).
+        """
+        m = copy.deepcopy(self).eval()
+        for block in [*m.fine, *m.coarse]:
+            block.fuse()
+        first = m.fine[0].conv
+        c_in = -(-first.in_channels // pad_inputs_to) * pad_inputs_to
+        if c_in != first.in_channels:
+            padded = nn.Conv2d(c_in, first.out_channels, first.kernel_size, padding=0, bias=True,
+                               device=first.weight.device, dtype=first.weight.dtype)
+            with torch.no_grad():
+                padded.weight.zero_()
+                padded.weight[:, : first.in_channels] = first.weight
+                padded.bias.copy_(first.bias)
+            m.fine[0].conv = padded
+        return m
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the first conv takes (n_features, or more in a padded fused copy)."""
+        return int(self.fine[0].conv.in_channels)
+
+    def dense_logits(self, x: torch.Tensor, phase_split: bool = False) -> torch.Tensor:
         """Logits (B, n_classes, H-S+1, W-S+1) of every pixel whose SxS window fits in x.
 
         Output cell (i, j) is the patch logit of input pixel (i + S//2, j + S//2).
+        `phase_split` runs the 3-dilated coarse convs and the global max as undilated ops on
+        the 9 phase grids of the pooled map (same values; faster where dilated kernels are
+        slow, as in cuDNN).
         """
-        if x.ndim != 4 or x.shape[1] != self.n_features:
+        if x.ndim != 4 or x.shape[1] not in (self.n_features, self.input_channels):
             raise ValueError(f"expected (B, {self.n_features}, H, W), got {tuple(x.shape)}")
         s = self.patch_size
         if x.shape[-2] < s or x.shape[-1] < s:
@@ -173,12 +241,19 @@ class TwoScaleCNN(nn.Module):
             fine_centre = h[:, :, fc : fc + oh, fc : fc + ow]
             # stride-1 pool: pooled cell p of the patch at i sits at dense index i + 3p
             g = F.max_pool2d(h, 3, stride=1)
-            for block in self.coarse:
-                g = block(g, dilation=3)
             n = self.coarse_size
+            if phase_split:
+                gp = _to_phases(g, 3)
+                for block in self.coarse:
+                    gp = block(gp)
+                gmax = _from_phases(F.max_pool2d(gp, n, stride=1) if n > 1 else gp, 3)
+                g = _from_phases(gp, 3)
+            else:
+                for block in self.coarse:
+                    g = block(g, dilation=3)
+                gmax = F.max_pool2d(g, n, stride=1, dilation=3) if n > 1 else g
             cc = 3 * (n // 2)
             coarse_centre = g[:, :, cc : cc + oh, cc : cc + ow]
-            gmax = F.max_pool2d(g, n, stride=1, dilation=3) if n > 1 else g
             feats = torch.cat([fine_centre, coarse_centre, gmax[:, :, :oh, :ow]], dim=1)
         logits = self._head(feats.permute(0, 2, 3, 1))
         return logits.permute(0, 3, 1, 2)

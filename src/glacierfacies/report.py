@@ -124,7 +124,8 @@ def table_html(df, float_format: str = "{:.3f}") -> str:
     keep_index = df.index.name is not None or any(n is not None for n in (df.index.names or []))
     return df.to_html(
         classes="tbl", border=0, index=keep_index, na_rep="–",
-        float_format=lambda v: float_format.format(v),
+        float_format=lambda v: f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1
+        else float_format.format(v),
     )
 
 
@@ -175,6 +176,13 @@ def render_html(title: str, intro: str, sections: list[Section]) -> str:
                 f"<figure>{_img_tag(fig.path, fig.title)}<figcaption><b>{html.escape(fig.title)}"
                 f"</b> {html.escape(fig.caption)}</figcaption></figure>"
             )
+    # lets a headless browser check (scripts/check_report.py) that every figure decoded
+    parts.append(
+        "<script>window.addEventListener('load',function(){var im=document.images,b=0;"
+        "for(var i=0;i<im.length;i++){if(!im[i].complete||im[i].naturalWidth===0)b++;}"
+        "document.body.setAttribute('data-images',im.length);"
+        "document.body.setAttribute('data-broken-images',b);});</script>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -912,17 +912,27 @@ def build_feature_stack(
     """The 11 features on the scene's grid (FEATURE_NAMES order; units in FeatureStack).
 
     The DEM is reprojected onto the scene grid plus a TERRAIN_MARGIN_M margin (bilinear),
-    so slopes, cast shadows and proximity see terrain and outlines beyond the scene edge;
+    so slopes, cast shadows and proximity see terrain and outlines beyond the scene edge
+    (so a block of a scene gets the features of the whole scene where that margin holds
+    the terrain and the nearest outline edge); only the DEM window and the outlines under
+    that grid are read;
     cast shadow and hillshade use the scene's sun. Outlines in another CRS are reprojected.
     """
     from rasterio.features import rasterize
+    from shapely.geometry import box
 
     grid = scene.grid
     res_x, res_y = abs(grid.transform.a), abs(grid.transform.e)
     pad = int(math.ceil(TERRAIN_MARGIN_M / max(res_x, res_y)))
     pgrid = _pad_grid(grid, pad)
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
-    outlines = _read_outlines(outlines_path, grid)
+    # Outlines within the terrain margin count for proximity; `outlines` (and the indices
+    # in glacier_index) are those that touch the scene, in file order.
+    near = _read_outlines(outlines_path, pgrid)
+    touch = near.geometry.intersects(box(*grid.bounds)).to_numpy()
+    if not touch.any():
+        raise InputError(outlines_path, "no outline intersects the scene")
+    outlines = near[touch].reset_index(drop=True)
     z = _read_dem(dem_path, pgrid, grid)
     if not np.isfinite(z[inner]).any():
         raise InputError(dem_path, "DEM has no valid elevation over the scene")
@@ -937,11 +947,15 @@ def build_feature_stack(
         gradients=grads,
     )
     del grads
-    shapes = ((geom, i + 1) for i, geom in enumerate(outlines.geometry))
+    n = len(outlines)
+    codes = np.where(touch, np.cumsum(touch), n + 1 + np.arange(len(near)))
+    shapes = ((geom, int(c)) for geom, c in zip(near.geometry, codes, strict=True))
     gidx = rasterize(
         shapes, out_shape=pgrid.shape, transform=pgrid.transform, fill=0, dtype="int32"
     )
     prox = terrain.proximity(gidx > 0, (res_x, res_y))
+    gin = gidx[inner]
+    gin[gin > n] = 0  # an outline off the scene covers no scene pixel centre; be sure
 
     feats = np.empty((len(FEATURE_NAMES),) + grid.shape, dtype=np.float32)
     feats[: len(OPTICAL_BANDS)] = scene.reflectance
@@ -961,7 +975,7 @@ def build_feature_stack(
     return FeatureStack(
         features=feats,
         valid=valid,
-        glacier_index=np.ascontiguousarray(gidx[inner]),
+        glacier_index=np.ascontiguousarray(gin),
         outlines=outlines,
         transform=grid.transform,
         crs=grid.crs,
