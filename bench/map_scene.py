@@ -30,7 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from glacierfacies.inference import Member, dense_predict, patch_predict  # noqa: E402
+from glacierfacies.inference import (  # noqa: E402
+    DenseOptions,
+    Member,
+    dense_predict,
+    patch_predict,
+)
 from glacierfacies.model import TwoScaleCNN  # noqa: E402
 from glacierfacies.smoothing import mode_filter, mode_filter_reference  # noqa: E402
 
@@ -51,28 +56,124 @@ def make_model(width: int, patch_size: int, seed: int) -> TwoScaleCNN:
     return model.eval()
 
 
+# named option sets for --variants (each adds one change to the one before it)
+LEGACY = dict(fuse_bn=False, phase_split=False, pad_channels=1, balanced_tiles=False,
+              overlap_copies=False)
+VARIANTS = {
+    "legacy": LEGACY,
+    "balanced": {**LEGACY, "balanced_tiles": True},
+    "fuse": {**LEGACY, "balanced_tiles": True, "fuse_bn": True},
+    "fuse_pad": {**LEGACY, "balanced_tiles": True, "fuse_bn": True, "pad_channels": 8},
+    "fuse_pad_phase": {**LEGACY, "balanced_tiles": True, "fuse_bn": True, "pad_channels": 8,
+                       "phase_split": True},
+    "default": {},
+    "default_poolmax": {"pool": "pool"},
+    "default_slices": {"pool": "slices"},
+    "default_phase": {"phase_split": True},
+    "default_nopad": {"pad_channels": 1},
+    "default_nofuse": {"fuse_bn": False},
+    "default_nooverlap": {"overlap_copies": False},
+    "default_compile": {"compile": True},
+    "compile_poolmax": {"compile": True, "pool": "pool"},
+    "default_compile_max": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"},
+}
+
+
+def options_from_args(args: argparse.Namespace) -> DenseOptions:
+    if args.legacy:
+        return DenseOptions(**LEGACY)
+    opts = DenseOptions(compile=args.compile, compile_mode=args.compile_mode)
+    if args.no_fuse_bn:
+        opts.fuse_bn = False
+    if args.phase_split != "auto":
+        opts.phase_split = args.phase_split == "on"
+    if args.pad_channels is not None:
+        opts.pad_channels = args.pad_channels
+    if args.no_balanced_tiles:
+        opts.balanced_tiles = False
+    if args.no_overlap:
+        opts.overlap_copies = False
+    if args.pool is not None:
+        opts.pool = args.pool
+    return opts
+
+
+def time_dense(member: Member, feats, args: argparse.Namespace, opts: DenseOptions,
+               tile_size: int, batch_size: int) -> dict:
+    """Warm-up on the whole array (same tile shape: cudnn autotune, compile), then repeats."""
+    kw = dict(tile_size=tile_size, device=args.device, precision=args.precision,
+              batch_size=batch_size, options=opts)
+    t0 = time.perf_counter()
+    dense_predict(member, feats, **kw)
+    _sync(args.device)
+    warm_s = time.perf_counter() - t0
+    times = []
+    pred = None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        pred = dense_predict(member, feats, **kw)
+        _sync(args.device)
+        times.append(time.perf_counter() - t0)
+    med = sorted(times)[len(times) // 2]
+    n_dense = int((pred.classes != 255).sum())
+    return {"dense_s_median": round(med, 4), "dense_s_all": [round(t, 4) for t in times],
+            "warmup_s": round(warm_s, 2), "dense_px": n_dense,
+            "dense_px_per_s": round(n_dense / med), "tiles": pred.tiles_run,
+            "tile_hw": [pred.stats["tile_h"], pred.stats["tile_w"]],
+            "classes_sum": int(pred.classes.astype(np.int64).sum())}
+
+
+def profile_tile(member: Member, feats, args: argparse.Namespace, opts: DenseOptions) -> str:
+    """Top CUDA kernels of one whole-array dense_predict (already warm)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        dense_predict(member, feats, tile_size=args.tile_size, device=args.device,
+                      precision=args.precision, batch_size=args.batch_size, options=opts)
+        _sync(args.device)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+
+
 def bench_inference(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     model = make_model(args.width, args.patch_size, args.seed)
     member = Member(model, temperature=1.3)
     n = args.size
     t0 = time.perf_counter()
-    features = rng.standard_normal((11, n, n), dtype=np.float32)
+    if args.device.startswith("cuda"):  # numpy's generator takes ~20 s for 10980^2 x 11
+        gen = torch.Generator(args.device).manual_seed(args.seed)
+        feats = torch.randn((11, n, n), device=args.device, generator=gen)
+        features = feats.cpu().numpy()
+        if args.features_on_host:
+            feats = torch.from_numpy(features)
+        # else: "features already in memory" on the device
+    else:
+        features = rng.standard_normal((11, n, n), dtype=np.float32)
+        feats = torch.from_numpy(features)
     make_s = time.perf_counter() - t0
-    feats = torch.from_numpy(features)
-    if args.device.startswith("cuda") and not args.features_on_host:
-        feats = feats.to(args.device)  # "features already in memory" on the device
-    # warm-up (cudnn autotune, allocator) on a small corner
-    warm = min(n, args.tile_size + 64)
-    dense_predict(member, feats[:, :warm, :warm], tile_size=args.tile_size, device=args.device,
-                  precision=args.precision, batch_size=args.batch_size)
-    _sync(args.device)
-    t0 = time.perf_counter()
-    pred = dense_predict(member, feats, tile_size=args.tile_size, device=args.device,
-                         precision=args.precision, batch_size=args.batch_size)
-    _sync(args.device)
-    dense_s = time.perf_counter() - t0
-    n_dense = int((pred.classes != 255).sum())
+    out: dict = {"size": n, "features_make_s": round(make_s, 2)}
+    opts = options_from_args(args)
+    out["options"] = opts.__dict__.copy()
+    if args.variants:
+        table = {}
+        for name in args.variants.split(","):
+            name, _, tile = name.partition("@")  # e.g. default@4096 or default@2048x2
+            tile, _, bs = tile.partition("x")
+            vopts = DenseOptions(**VARIANTS[name])
+            try:
+                r = time_dense(member, feats, args, vopts, int(tile or args.tile_size), int(bs or 1))
+            except Exception as exc:  # report and go on (e.g. a compile failure)
+                r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            key = name + (f"@{tile}" if tile else "") + (f"x{bs}" if bs else "")
+            table[key] = r
+            print(key, json.dumps(r), flush=True)
+        out["variants"] = table
+    if args.profile:
+        for name in args.profile.split(","):
+            print(f"--- profile {name}", flush=True)
+            print(profile_tile(member, feats, args, DenseOptions(**VARIANTS[name])), flush=True)
+    r = time_dense(member, feats, args, opts, args.tile_size, args.batch_size)
+    out.update(r)
 
     # per-patch method: the same model, one S x S window per pixel, batched forward
     halo = args.patch_size // 2
@@ -87,22 +188,31 @@ def bench_inference(args: argparse.Namespace) -> dict:
                             device=args.device)
     _sync(args.device)
     patch_s = time.perf_counter() - t0
-    # exactness at those pixels (fp32 dense on a small window around them is enough)
-    sub = min(n, 512)
+    # exactness at those pixels (fp32 dense on a small window around them is enough), with
+    # the timed run's options and with the legacy (unfused, dilated) path
+    sub = min(n, 2048 if args.device.startswith("cuda") else 512)
     inside = (rows < sub - halo) & (cols < sub - halo)
-    ref = dense_predict(member, features[:, :sub, :sub], tile_size=256, device=args.device,
-                        return_probs=True)
-    diff = float(np.abs(ref.probs[:, rows[inside], cols[inside]].T - p_patch[inside]).max()) \
-        if inside.any() else float("nan")
-    dense_rate = n_dense / dense_s
+    diffs = {}
+    checks = [("options", DenseOptions(**{**opts.__dict__, "compile": False})),
+              ("legacy", DenseOptions(**LEGACY))]
+    if args.exact_compile:
+        checks.append(("compiled", DenseOptions(**{**opts.__dict__, "compile": True})))
+    for name, o in checks:
+        ref = dense_predict(member, features[:, :sub, :sub], tile_size=256, device=args.device,
+                            return_probs=True, options=o)
+        diffs[name] = float(np.abs(ref.probs[:, rows[inside], cols[inside]].T
+                                   - p_patch[inside]).max()) if inside.any() else float("nan")
+    dense_rate = out["dense_px_per_s"]
     patch_rate = k / patch_s
-    return {
-        "size": n, "features_make_s": round(make_s, 2), "dense_s": round(dense_s, 3),
-        "dense_px": n_dense, "dense_px_per_s": round(dense_rate), "tiles": pred.tiles_run,
+    out.update({
         "patch_px": k, "patch_s": round(patch_s, 3), "patch_px_per_s": round(patch_rate, 1),
         "ratio_dense_vs_patch": round(dense_rate / patch_rate, 1),
-        "max_abs_prob_diff_fp32_dense_vs_patch": diff,
-    }
+        "max_abs_prob_diff_fp32_dense_vs_patch": diffs["options"],
+        "max_abs_prob_diff_fp32_legacy_dense_vs_patch": diffs["legacy"],
+        "max_abs_prob_diff_fp32_compiled_dense_vs_patch": diffs.get("compiled"),
+        "exactness_pixels": int(inside.sum()),
+    })
+    return out
 
 
 def bench_smoothing(size: int, seed: int) -> dict:
@@ -222,6 +332,21 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=33)
     ap.add_argument("--tile-size", type=int, default=None, help="default 1024 cpu / 2048 cuda")
     ap.add_argument("--batch-size", type=int, default=1, help="tiles per forward")
+    ap.add_argument("--repeats", type=int, default=3, help="timed dense runs (median)")
+    ap.add_argument("--legacy", action="store_true", help="the first version (no speed options)")
+    ap.add_argument("--no-fuse-bn", action="store_true")
+    ap.add_argument("--phase-split", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--pad-channels", type=int, default=None)
+    ap.add_argument("--no-balanced-tiles", action="store_true")
+    ap.add_argument("--no-overlap", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the dense network")
+    ap.add_argument("--compile-mode", default=None)
+    ap.add_argument("--pool", choices=["pool", "window", "slices"], default=None)
+    ap.add_argument("--exact-compile", action="store_true",
+                    help="also check the exactness of the compiled fp32 path (one more compile)")
+    ap.add_argument("--variants", default="",
+                    help="comma list of VARIANTS names (name@TILE or name@TILExBATCH) timed first")
+    ap.add_argument("--profile", default="", help="comma list of VARIANTS names to profile")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--patch-pixels", type=int, default=None, help="default 1024 cpu / 65536 cuda")
     ap.add_argument("--patch-batch", type=int, default=256)

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+import glacierfacies
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError
 from glacierfacies.features import FEATURE_NAMES, OPTICAL_BANDS
@@ -103,7 +104,9 @@ def test_build_from_fake_stacks(tmp_path, monkeypatch):
 
     stacks = {"A": make_stack("A", "sentinel2", 600000, 1), "B": make_stack("B", "landsat9",
                                                                            601000, 2)}
-    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake_scene_module(stacks))
+    fake = fake_scene_module(stacks)
+    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake)
+    monkeypatch.setattr(glacierfacies, "scene", fake, raising=False)
     rows, pts = [], []
     # (scene, row, col): interior points, an edge point and one in the NaN corner per scene
     cells = [(r, c) for r in (10, 20, 30, 40) for c in (10, 30, 50)] + [(2, 40), (55, 75)]
@@ -143,7 +146,9 @@ def test_build_bad_labels(tmp_path, monkeypatch):
     from shapely.geometry import Point
 
     stacks = {"A": make_stack("A", "sentinel2", 600000, 1)}
-    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake_scene_module(stacks))
+    fake = fake_scene_module(stacks)
+    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake)
+    monkeypatch.setattr(glacierfacies, "scene", fake, raising=False)
     def points(path, scene_id, x, y):
         gpd.GeoDataFrame({"class": ["ice", "snow"], "glacier": ["g1", "g2"],
                           "scene_id": [scene_id] * 2},

@@ -42,6 +42,7 @@ class Member:
     minimum: Sequence[float] | None = None
     maximum: Sequence[float] | None = None
     clip: bool = False
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def patch_size(self) -> int:
@@ -90,11 +91,12 @@ def _as_tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _prepare(member: Member, x: torch.Tensor) -> torch.Tensor:
     """Select features, min-max normalise, fill non-finite with 0 (those windows are masked).
 
-    The normalisation mirrors `patches.apply_minmax` bit for bit (float64 min/span cast to
-    the input dtype, constant features -> span 1), so maps see what training saw.
+    Works on (F, H, W) and (B, F, H, W). The normalisation mirrors `patches.apply_minmax` bit
+    for bit (float64 min/span cast to the input dtype, constant features -> span 1), so maps
+    see what training saw.
     """
     if member.feature_index is not None:
-        x = x[list(member.feature_index)]
+        x = x[..., list(member.feature_index), :, :]
     if member.minimum is not None:
         lo = np.asarray(member.minimum, dtype=np.float64)
         span = np.asarray(member.maximum, dtype=np.float64) - lo
@@ -118,6 +120,82 @@ def _cut(
     return out
 
 
+@dataclass
+class DenseOptions:
+    """Speed settings of `dense_predict`; every setting gives the same map (fp32: <= 1e-5).
+
+    `None` means: the measured best for the device (docs/benchmarks.md, H100).
+    - fuse_bn: fold BatchNorm into the conv weights (`TwoScaleCNN.fused_for_inference`).
+    - phase_split: run the 3-dilated coarse layers as undilated convs on the 9 phase grids
+      (None: off; on the H100 the faster convs did not pay for the extra copies).
+    - pad_channels: zero-pad input channels to a multiple of this (None: 8 on CUDA, tensor
+      cores; 1 elsewhere).
+    - balanced_tiles: equal tiles of at most `tile_size` (a 10980 raster with tile 2048 runs
+      6 tiles of 1830, not 6 of 2048 of which the last is mostly padding).
+    - pool: stride-1 max-pool implementation of the dense net (None: 'window' on CUDA,
+      where F.max_pool2d also writes int64 indices; 'pool' elsewhere).
+    - overlap_copies: copy results to the host asynchronously, one batch behind the GPU.
+    - compile / compile_mode: `torch.compile` the network + softmax (pays a compile once
+      per shape; the compiled function is cached on the Member).
+    """
+
+    fuse_bn: bool = True
+    phase_split: bool | None = None
+    pad_channels: int | None = None
+    balanced_tiles: bool = True
+    pool: str | None = None
+    overlap_copies: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
+
+
+def _window_bad(bad: torch.Tensor, s: int) -> torch.Tensor:
+    """(B, h, w) bad cells -> (B, h-s+1, w-s+1): any bad cell in the s x s window (separable)."""
+    b = bad[:, None].float()
+    b = F.max_pool2d(F.max_pool2d(b, (s, 1), stride=1), (1, s), stride=1)
+    return b[:, 0] > 0
+
+
+def _runner(member: Member, dev: torch.device, opts: DenseOptions, autocast_dtype,
+            phase_split: bool, pad: int, pool: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (B, C, h, w) prepared input -> calibrated probabilities (B, h-S+1, w-S+1, n_classes)."""
+    key = (str(dev), opts.fuse_bn, phase_split, pad, pool, opts.compile, opts.compile_mode,
+           autocast_dtype, float(member.temperature), id(member.model))
+    if opts.compile and key in member._compiled:
+        return member._compiled[key]
+    net = member.model.eval().to(dev)
+    if opts.fuse_bn and hasattr(net, "fused_for_inference"):
+        net = net.fused_for_inference(pad_inputs_to=pad)
+        if dev.type == "cuda":  # a private copy: its weights may change layout
+            net = net.to(memory_format=torch.channels_last)
+    temperature = float(member.temperature)
+    kwargs = {"phase_split": True} if phase_split else {}
+    if pool != "pool":
+        kwargs["pool"] = pool
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if autocast_dtype is None:
+            logits = net.dense_logits(x, **kwargs)
+        else:
+            with torch.autocast(dev.type, dtype=autocast_dtype):
+                logits = net.dense_logits(x, **kwargs)
+        return torch.softmax(logits.permute(0, 2, 3, 1).float() / temperature, dim=-1)
+
+    if opts.compile:
+        run = torch.compile(run, mode=opts.compile_mode, dynamic=False)
+        member._compiled[key] = run
+    return run
+
+
+def tile_shape(height: int, width: int, tile_size: int, balanced: bool = True) -> tuple[int, int]:
+    """Output tile (h, w): at most tile_size; balanced = equal tiles covering the raster."""
+    th, tw = min(tile_size, height), min(tile_size, width)
+    if balanced:
+        th = -(-height // -(-height // th))
+        tw = -(-width // -(-width // tw))
+    return th, tw
+
+
 def dense_predict(
     members: Sequence[Member] | Member,
     features: np.ndarray | torch.Tensor,
@@ -129,12 +207,14 @@ def dense_predict(
     return_probs: bool = False,
     precision: str = "fp32",
     progress: bool = False,
+    options: DenseOptions | None = None,
 ) -> DensePrediction:
     """Classify every pixel of `features` (F, H, W) where `mask` is True, tile by tile.
 
-    `valid` (H, W) marks usable input pixels (in addition to finite features). Output tiles are
-    `tile_size` square (clipped to the raster) and read with a halo of S // 2; identical
-    results for every tile size. `precision` 'bf16' uses autocast on CUDA (fast, not exact).
+    `valid` (H, W) marks usable input pixels (in addition to finite features). Output tiles
+    are at most `tile_size` square and read with a halo of S // 2; identical results for
+    every tile size. `precision` 'bf16' uses autocast on CUDA (fast, not exact). `options`
+    tunes speed only (`DenseOptions`).
     """
     members = [members] if isinstance(members, Member) else list(members)
     if not members:
@@ -147,88 +227,125 @@ def dense_predict(
     if tile_size < 1:
         raise ValueError(f"tile size must be >= 1, got {tile_size}")
     dev = resolve_device(device)
+    opts = options or DenseOptions()
+    cuda = dev.type == "cuda"
+    phase_split = False if opts.phase_split is None else bool(opts.phase_split)
+    pool = ("window" if cuda else "pool") if opts.pool is None else opts.pool
+    pad = (8 if cuda else 1) if opts.pad_channels is None else max(1, int(opts.pad_channels))
     s = sizes.pop()
     halo = s // 2
     feats = _as_tensor(features)
     if feats.ndim != 3:
         raise ValueError(f"features must be (F, H, W), got {tuple(feats.shape)}")
     _, H, W = feats.shape
-    mask_t = torch.ones((H, W), dtype=torch.bool) if mask is None else _as_tensor(mask).bool()
+    mask_t = None if mask is None else _as_tensor(mask).bool()
     valid_t = None if valid is None else _as_tensor(valid).bool()
-    if mask_t.shape != (H, W) or (valid_t is not None and valid_t.shape != (H, W)):
+    if (mask_t is not None and mask_t.shape != (H, W)) or (
+        valid_t is not None and valid_t.shape != (H, W)
+    ):
         raise ValueError("mask and valid must have the features' (H, W) shape")
     n_classes = int(getattr(members[0].model, "n_classes", 8))
-    for m in members:
-        m.model.eval().to(dev)
+    autocast_dtype = None
+    if precision != "fp32":
+        autocast_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    runners = [_runner(m, dev, opts, autocast_dtype, phase_split, pad, pool) for m in members]
+    c_in = [
+        -(-(len(m.feature_index) if m.feature_index is not None else feats.shape[0]) // pad)
+        * pad for m in members
+    ]
 
-    th, tw = min(tile_size, H), min(tile_size, W)
-    classes = np.full((H, W), NODATA, np.uint8)
-    confidence = np.full((H, W), np.nan, np.float32)
-    probs = np.full((n_classes, H, W), np.nan, np.float32) if return_probs else None
+    th, tw = tile_shape(H, W, tile_size, opts.balanced_tiles)
+    # every pixel lies in exactly one tile, and each tile's block is written whole (run) or
+    # filled with nodata (skipped), so the outputs need no initial fill
+    classes = np.empty((H, W), np.uint8)
+    confidence = np.empty((H, W), np.float32)
+    probs = np.empty((n_classes, H, W), np.float32) if return_probs else None
 
     todo: list[tuple[int, int]] = []
     skipped = 0
     for r0, c0 in tile_origins(H, W, th, tw):
-        if bool(mask_t[r0 : r0 + th, c0 : c0 + tw].any()):
+        if mask_t is None or bool(mask_t[r0 : r0 + th, c0 : c0 + tw].any()):
             todo.append((r0, c0))
         else:
             skipped += 1
+            classes[r0 : r0 + th, c0 : c0 + tw] = NODATA
+            confidence[r0 : r0 + th, c0 : c0 + tw] = np.nan
+            if probs is not None:
+                probs[:, r0 : r0 + th, c0 : c0 + tw] = np.nan
 
-    autocast = (
-        torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        if precision != "fp32"
-        else None
-    )
+    def flush(item: tuple) -> None:
+        batch, host, event = item
+        if event is not None:
+            event.synchronize()
+        for i, (r0, c0) in enumerate(batch):
+            hh, ww = min(th, H - r0), min(tw, W - c0)
+            classes[r0 : r0 + hh, c0 : c0 + ww] = host[0][i, :hh, :ww].numpy()
+            confidence[r0 : r0 + hh, c0 : c0 + ww] = host[1][i, :hh, :ww].numpy()
+            if probs is not None:
+                probs[:, r0 : r0 + hh, c0 : c0 + ww] = host[2][i, :hh, :ww].permute(2, 0, 1).numpy()
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="tiles", unit="tile")
-    with torch.inference_mode():
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b : b + batch_size]
-            xs, oks = [], []
-            for r0, c0 in batch:
-                x = _cut(feats, r0 - halo, c0 - halo, th + 2 * halo, tw + 2 * halo, math.nan)
-                x = x.to(dev, non_blocking=True).float()
-                bad = ~torch.isfinite(x).all(dim=0)
+    lag = 1 if (cuda and opts.overlap_copies) else 0
+    pending: list[tuple] = []
+    old_benchmark = torch.backends.cudnn.benchmark
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # one tile shape per run: autotune pays off
+    try:
+        with torch.inference_mode():
+            for b in range(0, len(todo), batch_size):
+                batch = todo[b : b + batch_size]
+                hin, win = th + 2 * halo, tw + 2 * halo
+                x = torch.stack([
+                    _cut(feats, r0 - halo, c0 - halo, hin, win, math.nan) for r0, c0 in batch
+                ]).to(dev, non_blocking=True).float()
+                bad = ~torch.isfinite(x).all(dim=1)
                 if valid_t is not None:
-                    v = _cut(valid_t, r0 - halo, c0 - halo, th + 2 * halo, tw + 2 * halo, False)
+                    v = torch.stack([
+                        _cut(valid_t, r0 - halo, c0 - halo, hin, win, False) for r0, c0 in batch
+                    ])
                     bad |= ~v.to(dev)
                 # a pixel is usable only if its whole S x S window is good
-                win_bad = F.max_pool2d(bad[None, None].float(), s, stride=1)[0, 0] > 0
-                m = _cut(mask_t, r0, c0, th, tw, False).to(dev)
-                oks.append(m & ~win_bad)
-                xs.append(x)
-            x = torch.stack(xs)
-            p = None
-            for member in members:
-                xin = torch.stack([_prepare(member, xi) for xi in x])
-                if dev.type == "cuda":
-                    xin = xin.contiguous(memory_format=torch.channels_last)
-                if autocast is not None:
-                    with autocast:
-                        logits = member.model.dense_logits(xin)
-                else:
-                    logits = member.model.dense_logits(xin)
-                pk = torch.softmax(logits.float() / float(member.temperature), dim=1)
-                p = pk if p is None else p + pk
-            p = p / len(members)
-            conf, cls = p.max(dim=1)
-            for i, (r0, c0) in enumerate(batch):
-                ok = oks[i]
-                hh, ww = min(th, H - r0), min(tw, W - c0)
-                cls_i = torch.where(ok, cls[i].to(torch.uint8), NODATA)[:hh, :ww]
-                conf_i = torch.where(ok, conf[i], math.nan)[:hh, :ww]
-                classes[r0 : r0 + hh, c0 : c0 + ww] = cls_i.cpu().numpy()
-                confidence[r0 : r0 + hh, c0 : c0 + ww] = conf_i.cpu().numpy()
+                ok = ~_window_bad(bad, s)
+                if mask_t is not None:
+                    ok &= torch.stack([_cut(mask_t, r0, c0, th, tw, False) for r0, c0 in batch]
+                                      ).to(dev)
+                p = None
+                for member, run, c in zip(members, runners, c_in, strict=True):
+                    xin = _prepare(member, x)
+                    if c > xin.shape[1]:
+                        xin = torch.cat([xin, xin.new_zeros((xin.shape[0], c - xin.shape[1],
+                                                             hin, win))], dim=1)
+                    if cuda:
+                        xin = xin.contiguous(memory_format=torch.channels_last)
+                    pk = run(xin)
+                    p = pk if p is None else p + pk
+                if len(members) > 1:
+                    p = p / len(members)
+                conf, cls = p.max(dim=-1)
+                outs = [torch.where(ok, cls.to(torch.uint8), NODATA),
+                        torch.where(ok, conf, math.nan)]
                 if probs is not None:
-                    pi = torch.where(ok, p[i], math.nan)[:, :hh, :ww]
-                    probs[:, r0 : r0 + hh, c0 : c0 + ww] = pi.cpu().numpy()
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+                    outs.append(torch.where(ok[..., None], p, math.nan))
+                host = [t.to("cpu", non_blocking=lag > 0) for t in outs]
+                event = None
+                if lag:
+                    event = torch.cuda.Event()
+                    event.record()
+                pending.append((batch, host, event))
+                while len(pending) > lag:
+                    flush(pending.pop(0))
+                if bar is not None:
+                    bar.update(len(batch))
+            while pending:
+                flush(pending.pop(0))
+    finally:
+        torch.backends.cudnn.benchmark = old_benchmark
+        if bar is not None:
+            bar.close()
     return DensePrediction(
         classes, confidence, probs, tiles_run=len(todo), tiles_skipped=skipped,
         stats={"tile_h": th, "tile_w": tw, "halo": halo},

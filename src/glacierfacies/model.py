@@ -88,6 +88,36 @@ class _ConvBlock(nn.Module):
         self.conv, self.bn = fused, nn.Identity()
 
 
+def _window_max(x: torch.Tensor, n: int, step: int, impl: str) -> torch.Tensor:
+    """Valid stride-1 max over an n x n window of taps `step` apart (a dilated max-pool).
+
+    impl 'pool': F.max_pool2d (on CUDA it also writes int64 indices, 4x the bf16 output);
+    'window': amax over an as_strided window view (one read, one write);
+    'slices': separable torch.maximum of shifted slices.
+    """
+    if n == 1:
+        return x
+    if impl == "pool":
+        return F.max_pool2d(x, n, stride=1, dilation=step)
+    span = (n - 1) * step
+    b, c, h, w = x.shape
+    oh, ow = h - span, w - span
+    if impl == "window":
+        # (B, H, W, C) view: the reduced output comes out NHWC, i.e. channels-last
+        sb, sc, sh, sw = x.stride()
+        win = x.as_strided((b, oh, ow, c, n, n), (sb, sh, sw, sc, step * sh, step * sw))
+        return win.amax(dim=(-2, -1)).permute(0, 3, 1, 2)
+    if impl == "slices":
+        r = x[..., :ow]
+        for k in range(1, n):
+            r = torch.maximum(r, x[..., k * step : k * step + ow])
+        out = r[..., :oh, :]
+        for k in range(1, n):
+            out = torch.maximum(out, r[..., k * step : k * step + oh, :])
+        return out
+    raise ValueError(f"unknown max-pool implementation {impl!r}")
+
+
 def _to_phases(g: torch.Tensor, k: int) -> torch.Tensor:
     """(B, C, H, W) -> (B*k*k, C, ceil(H/k), ceil(W/k)) channels-last: phase (a, b) holds
     the cells (k*u + a, k*v + b); a k-dilated op on g is an undilated op on every phase."""
@@ -184,7 +214,11 @@ class TwoScaleCNN(nn.Module):
         for block in self.coarse:
             g = block(g)
         cc = g.shape[-1] // 2
-        feats = torch.cat([fine_centre, g[:, :, cc, cc], g.amax(dim=(-2, -1))], dim=1)
+        # global max as a pool, not amax: same value, but its gradient follows the saved
+        # argmax; torch.compile's amax backward (x == max) / count gave NaN gradients under
+        # bf16 autocast (count 0 after recomputation; docs/benchmarks.md)
+        gmax = F.adaptive_max_pool2d(g, 1).flatten(1)
+        feats = torch.cat([fine_centre, g[:, :, cc, cc], gmax], dim=1)
         return self._head(feats)
 
     def fused_for_inference(self, pad_inputs_to: int = 1) -> TwoScaleCNN:
@@ -215,13 +249,15 @@ class TwoScaleCNN(nn.Module):
         """Channels the first conv takes (n_features, or more in a padded fused copy)."""
         return int(self.fine[0].conv.in_channels)
 
-    def dense_logits(self, x: torch.Tensor, phase_split: bool = False) -> torch.Tensor:
+    def dense_logits(self, x: torch.Tensor, phase_split: bool = False, pool: str = "pool"
+                     ) -> torch.Tensor:
         """Logits (B, n_classes, H-S+1, W-S+1) of every pixel whose SxS window fits in x.
 
         Output cell (i, j) is the patch logit of input pixel (i + S//2, j + S//2).
         `phase_split` runs the 3-dilated coarse convs and the global max as undilated ops on
         the 9 phase grids of the pooled map (same values; faster where dilated kernels are
-        slow, as in cuDNN).
+        slow, as in cuDNN). `pool` picks the stride-1 max-pool implementation (`_window_max`:
+        'pool', 'window' or 'slices'; same values).
         """
         if x.ndim != 4 or x.shape[1] not in (self.n_features, self.input_channels):
             raise ValueError(f"expected (B, {self.n_features}, H, W), got {tuple(x.shape)}")
@@ -240,18 +276,18 @@ class TwoScaleCNN(nn.Module):
             fc = (s - 2 * len(self.fine)) // 2
             fine_centre = h[:, :, fc : fc + oh, fc : fc + ow]
             # stride-1 pool: pooled cell p of the patch at i sits at dense index i + 3p
-            g = F.max_pool2d(h, 3, stride=1)
+            g = _window_max(h, 3, 1, pool)
             n = self.coarse_size
             if phase_split:
                 gp = _to_phases(g, 3)
                 for block in self.coarse:
                     gp = block(gp)
-                gmax = _from_phases(F.max_pool2d(gp, n, stride=1) if n > 1 else gp, 3)
+                gmax = _from_phases(_window_max(gp, n, 1, pool), 3)
                 g = _from_phases(gp, 3)
             else:
                 for block in self.coarse:
                     g = block(g, dilation=3)
-                gmax = F.max_pool2d(g, n, stride=1, dilation=3) if n > 1 else g
+                gmax = _window_max(g, n, 3, pool)
             cc = 3 * (n // 2)
             coarse_centre = g[:, :, cc : cc + oh, cc : cc + ow]
             feats = torch.cat([fine_centre, coarse_centre, gmax[:, :, :oh, :ow]], dim=1)

@@ -19,6 +19,13 @@ Coarser bands (S2 20 m, Landsat 30 m) are resampled onto it with
 `rasterio.warp.reproject(..., Resampling.bilinear)`, nodata/saturated pixels excluded.
 Reflectance is float32, NaN where invalid (DN 0 = nodata, 65535 = saturated).
 
+Only the part of each band file (and of the DEM) under the requested grid is read: a
+rasterio window with a margin for the bilinear kernel, resampled from the window's own
+transform. Values equal a whole-file read onto the same grid (bit-exact for 10 m / 20 m
+bands and aligned DEMs; within 1 float32 ulp for 30 m Landsat bands, where GDAL's 1/3-pixel
+weights round differently with the source origin). `scene_grid(path)` gives the default
+grid from the file headers alone, so a huge scene can be mapped block by block.
+
 Sun angles feed the terrain features (cast shadow, hillshade); they come from the metadata,
 or from `terrain.solar_position` at the acquisition time and scene centre.
 """
@@ -912,11 +919,11 @@ def build_feature_stack(
     """The 11 features on the scene's grid (FEATURE_NAMES order; units in FeatureStack).
 
     The DEM is reprojected onto the scene grid plus a TERRAIN_MARGIN_M margin (bilinear),
-    so slopes, cast shadows and proximity see terrain and outlines beyond the scene edge
-    (so a block of a scene gets the features of the whole scene where that margin holds
-    the terrain and the nearest outline edge); only the DEM window and the outlines under
-    that grid are read;
-    cast shadow and hillshade use the scene's sun. Outlines in another CRS are reprojected.
+    so slopes, cast shadows and proximity see terrain and outlines beyond the scene edge: a
+    block of a scene gets the whole scene's features wherever that margin holds the terrain
+    and the nearest outline edge. Only the DEM window and the outlines under the padded grid
+    are read. Cast shadow and hillshade use the scene's sun. Outlines in another CRS are
+    reprojected.
     """
     from rasterio.features import rasterize
     from shapely.geometry import box
