@@ -399,3 +399,22 @@ def test_map_many_local_cluster_equals_one_by_one_and_resumes(mapped, tmp_path):
         p = output_paths(s, many, True)[0]
         assert p.stat().st_mtime_ns == stamps[p]
     assert sorted(os.listdir(many)) == sorted(os.listdir(one))
+
+
+def test_dense_options_do_not_change_the_map(raster):
+    """Speed options (fused BN, padding, phase split, pool variants, tiling, legacy) give the
+    same probabilities (fp32, <= 1e-5) and classes."""
+    from glacierfacies.inference import DenseOptions
+
+    f, valid, mask, norm = raster
+    f, mask, valid = f[:, 30:120, 30:120], mask[30:120, 30:120], valid[30:120, 30:120]
+    member = Member(_model(0), temperature=1.3, minimum=norm["min"], maximum=norm["max"])
+    ref = dense_predict(member, f, mask, valid, tile_size=64, return_probs=True,
+                        options=DenseOptions(fuse_bn=False, balanced_tiles=False))
+    for opts in (DenseOptions(), DenseOptions(pad_channels=8, phase_split=True, pool="slices"),
+                 DenseOptions(pool="window", balanced_tiles=False, overlap_copies=False)):
+        out = dense_predict(member, f, mask, valid, tile_size=40, return_probs=True, options=opts)
+        ok = ref.classes != 255
+        assert (out.classes == ref.classes).all() and ok.any()
+        assert np.nanmax(np.abs(out.probs - ref.probs)) <= 1e-5
+        assert np.array_equal(np.isnan(out.confidence), np.isnan(ref.confidence))

@@ -128,3 +128,27 @@ def test_architecture_is_the_papers():
     assert model.out.out_features == 8
     assert model.dropout.p == 0.5
     assert model.coarse_size == 3 and model.pooled_size == 9
+
+
+def test_fused_for_inference_equals_model_all_dense_paths():
+    """BN folded into the convs, padded inputs, phase split and every max-pool variant:
+    same logits (fp32 rounding), channels-last or not; the original model is untouched."""
+    torch.manual_seed(4)
+    model = _randomise_bn(TwoScaleCNN(n_features=3, width=8, patch_size=33), seed=4)
+    x = torch.rand(2, 3, 70, 75)
+    fused = model.fused_for_inference(pad_inputs_to=8)
+    assert fused.input_channels == 8 and model.input_channels == 3
+    assert all(isinstance(b.bn, torch.nn.Identity) for b in [*fused.fine, *fused.coarse])
+    assert isinstance(model.fine[0].bn, torch.nn.BatchNorm2d)
+    xp = torch.cat([x, torch.randn(2, 5, 70, 75)], dim=1)  # pad channels meet zero weights
+    with torch.no_grad():
+        ref = model.dense_logits(x)
+        for pool in ("pool", "window", "slices"):
+            for phase in (False, True):
+                for inp in (xp, xp.contiguous(memory_format=torch.channels_last)):
+                    out = fused.dense_logits(inp, phase_split=phase, pool=pool)
+                    assert out.shape == ref.shape
+                    assert float((out - ref).abs().max()) < 1e-4
+        # patch forward of the fused copy (3 channels) equals the model's
+        patches = x[:, :, :33, :33]
+        assert torch.allclose(model(patches), model.fused_for_inference()(patches), atol=1e-5)

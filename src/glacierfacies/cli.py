@@ -436,6 +436,17 @@ def products_cmd(maps, outlines, dem, output, id_column, confidence, probabiliti
                f"{table['scene_id'].nunique()} scenes) -> {output}")
 
 
+def _month_list(text: str) -> tuple[int, ...]:
+    try:
+        months = tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        months = ()
+    if not months or not all(1 <= m <= 12 for m in months):
+        raise InputError(None, f"--season-months must be months 1-12 separated by commas or "
+                               f"'any', got {text!r}")
+    return months
+
+
 @cli.command("massbalance")
 @click.argument("products", required=False, type=click.Path(path_type=Path))
 @click.option("--wgms", "wgms_dir", type=click.Path(path_type=Path),
@@ -450,11 +461,14 @@ def products_cmd(maps, outlines, dem, output, id_column, confidence, probabiliti
               help="Observed fraction a scene needs to be an end-of-season candidate.")
 @click.option("--hydro-year-start", type=int, default=10, show_default=True,
               help="First month of the hydrological year (10 north, 4 south, 1 calendar).")
+@click.option("--season-months", default="8,9,10", show_default=True,
+              help="Months whose scenes may stand for the end of the ablation season "
+                   "(comma list; 'any' for every month; southern hemisphere e.g. 2,3,4).")
 @click.option("--no-guards", is_flag=True, help="Fit every glacier with >= --min-years alone.")
 @click.option("--records-aar", is_flag=True,
               help="Use the records' own AAR/ELA as the product (the ceiling); no PRODUCTS.")
 def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed,
-                    hydro_year_start, no_guards, records_aar) -> None:
+                    hydro_year_start, season_months, no_guards, records_aar) -> None:
     """Regress annual mass balance on AAR and snowline altitude of end-of-season PRODUCTS."""
     from glacierfacies import wgms
     from glacierfacies.products import read_products, run_massbalance, summary_lines
@@ -467,11 +481,13 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
         raise InputError(None, f"--min-years must be >= 3, got {min_years}")
     if not 0 <= min_observed <= 1:
         raise InputError(None, f"--min-observed must be in [0, 1], got {min_observed}")
+    months = None if season_months.strip().lower() == "any" else _month_list(season_months)
     source = Path(wgms_dir or glamos)
     records = wgms.read_wgms(wgms_dir) if wgms_dir else wgms.read_glamos(glamos)
     table = read_products(products) if products is not None else None
     stats = run_massbalance(table, records, out_dir, products or source, min_years,
-                            min_observed, hydro_year_start, guards=not no_guards)
+                            min_observed, hydro_year_start, guards=not no_guards,
+                            season_months=months)
     for line in summary_lines(stats):
         click.echo(line)
     click.echo(f"-> {out_dir}")

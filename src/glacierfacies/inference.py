@@ -128,15 +128,17 @@ class DenseOptions:
     - fuse_bn: fold BatchNorm into the conv weights (`TwoScaleCNN.fused_for_inference`).
     - phase_split: run the 3-dilated coarse layers as undilated convs on the 9 phase grids
       (None: off; on the H100 the faster convs did not pay for the extra copies).
-    - pad_channels: zero-pad input channels to a multiple of this (None: 8 on CUDA, tensor
-      cores; 1 elsewhere).
+    - pad_channels: zero-pad input channels to a multiple of this (None: 1; 8 did not
+      speed up cuDNN on the H100).
     - balanced_tiles: equal tiles of at most `tile_size` (a 10980 raster with tile 2048 runs
       6 tiles of 1830, not 6 of 2048 of which the last is mostly padding).
-    - pool: stride-1 max-pool implementation of the dense net (None: 'window' on CUDA,
-      where F.max_pool2d also writes int64 indices; 'pool' elsewhere).
+    - pool: stride-1 max-pool implementation of the dense net (None: 'slices' on CUDA
+      eager, where F.max_pool2d also writes int64 indices; 'pool' elsewhere and when
+      compiled, as inductor lowers it without indices).
     - overlap_copies: copy results to the host asynchronously, one batch behind the GPU.
-    - compile / compile_mode: `torch.compile` the network + softmax (pays a compile once
-      per shape; the compiled function is cached on the Member).
+    - compile / compile_mode: `torch.compile` the network + softmax: ~1.5x faster on the
+      H100 but pays a compile (~20 s cold, ~4 s with inductor's disk cache) per tile shape
+      and process, so it is for batch runs; the compiled function is cached on the Member.
     """
 
     fuse_bn: bool = True
@@ -230,8 +232,8 @@ def dense_predict(
     opts = options or DenseOptions()
     cuda = dev.type == "cuda"
     phase_split = False if opts.phase_split is None else bool(opts.phase_split)
-    pool = ("window" if cuda else "pool") if opts.pool is None else opts.pool
-    pad = (8 if cuda else 1) if opts.pad_channels is None else max(1, int(opts.pad_channels))
+    pool = opts.pool or ("slices" if cuda and not opts.compile else "pool")
+    pad = 1 if opts.pad_channels is None else max(1, int(opts.pad_channels))
     s = sizes.pop()
     halo = s // 2
     feats = _as_tensor(features)

@@ -234,6 +234,9 @@ def hydrological_year(dates: np.ndarray, start_month: int = 10) -> np.ndarray:
     return year + ((month >= start_month) & (start_month != 1)).astype(int)
 
 
+LATE_SEASON_MONTHS: tuple[int, ...] = (8, 9, 10)  # Aug-Oct: end of ablation season (NH)
+
+
 def end_of_season(
     glacier: np.ndarray,
     dates: np.ndarray,
@@ -241,18 +244,25 @@ def end_of_season(
     observed_fraction: np.ndarray,
     min_observed: float = 0.8,
     start_month: int = 10,
+    season_months: tuple[int, ...] | None = LATE_SEASON_MONTHS,
 ) -> np.ndarray:
     """Indices of the end-of-season scene per (glacier, hydrological year), sorted.
 
     The end of the ablation season is when the AAR is lowest; only scenes with
-    ``observed_fraction >= min_observed`` and a finite AAR compete (ties: the latest date).
+    ``observed_fraction >= min_observed``, a finite AAR and an acquisition month in
+    `season_months` compete (ties: the latest date). The month window (default August to
+    October, northern hemisphere; None = any month) keeps an early-summer scene from
+    standing in for the end of the season when the late scenes are cloudy: its AAR is far
+    above the end-of-season value, so such a glacier-year is better left out.
     """
     glacier = np.asarray(glacier)
     dates = np.asarray(dates, dtype="datetime64[D]")
     aar = np.asarray(aar, dtype=np.float64)
     obs = np.asarray(observed_fraction, dtype=np.float64)
     hy = hydrological_year(dates, start_month)
-    ok = np.nonzero(np.isfinite(aar) & (obs >= min_observed))[0]
+    in_season = np.ones(len(dates), bool) if season_months is None else np.isin(
+        dates.astype("datetime64[M]").astype(np.int64) % 12 + 1, np.asarray(season_months))
+    ok = np.nonzero(np.isfinite(aar) & (obs >= min_observed) & in_season)[0]
     best: dict[tuple, int] = {}
     for i in ok:
         key = (glacier[i], int(hy[i]))

@@ -282,14 +282,17 @@ def read_products(path: str | Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- mass balance
 def select_end_of_season(products: pd.DataFrame, min_observed: float = 0.8,
-                         start_month: int = 10) -> pd.DataFrame:
+                         start_month: int = 10,
+                         season_months: tuple[int, ...] | None = mb.LATE_SEASON_MONTHS,
+                         ) -> pd.DataFrame:
     """Rows of the end-of-season scene per glacier and hydrological year (+ column ``year``)."""
     ok = products["date"].notna()
     p = products[ok].reset_index(drop=True)
     idx = mb.end_of_season(p["glacier"].astype(str).to_numpy(),
                            p["date"].to_numpy().astype("datetime64[D]"),
                            p["aar"].to_numpy(float), p["observed_fraction"].to_numpy(float),
-                           min_observed=min_observed, start_month=start_month)
+                           min_observed=min_observed, start_month=start_month,
+                           season_months=season_months)
     out = p.iloc[idx].copy()
     out["year"] = mb.hydrological_year(out["date"].to_numpy().astype("datetime64[D]"),
                                        start_month)
@@ -368,6 +371,7 @@ def run_massbalance(
     min_observed: float = 0.8,
     start_month: int = 10,
     guards: bool = True,
+    season_months: tuple[int, ...] | None = mb.LATE_SEASON_MONTHS,
 ) -> dict:
     """End-of-season selection, join with balances, regressions; writes OUT_DIR.
 
@@ -384,10 +388,10 @@ def run_massbalance(
         table["record_aar"] = table["aar"]
         n_selected = len(table)
     else:
-        selected = select_end_of_season(products, min_observed, start_month)
+        selected = select_end_of_season(products, min_observed, start_month, season_months)
         if selected.empty:
-            raise InputError(source, f"no scene has observed_fraction >= {min_observed} "
-                                     "and a finite AAR")
+            raise InputError(source, f"no scene has observed_fraction >= {min_observed}, "
+                                     f"a finite AAR and a month in {season_months}")
         n_selected = len(selected)
         table = join_balances(selected, records, source)
     g = (mb.RegressionGuards(min_years=min_years) if guards
@@ -416,6 +420,7 @@ def run_massbalance(
         "n_glaciers": int(table["glacier"].nunique()),
         "min_observed": min_observed,
         "hydrological_year_start_month": start_month,
+        "season_months": list(season_months) if season_months else "any",
         "scores": "r and RMSE pooled over all held-out predictions",
         "regressions": {k: v.to_dict() for k, v in results.items()},
     }
