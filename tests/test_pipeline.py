@@ -1,0 +1,83 @@
+"""The main job's plumbing: configuration files, stage skipping, the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from glacierfacies.errors import InputError
+from glacierfacies.pipeline import Run, RunConfig, load_config
+from glacierfacies.report import Figure, Section, quicklook_png, render_html
+
+
+def test_config_yaml_and_toml_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "scenes: ['s/*.SAFE']\ndem: d.tif\noutlines: o.gpkg\nlabels: l.gpkg\n"
+        "training: {epochs: 3}\nk_folds: 4\n")
+    cfg, _ = load_config(tmp_path / "a.yaml")
+    assert cfg.dem == str(tmp_path / "d.tif") and cfg.scenes == (str(tmp_path / "s/*.SAFE"),)
+    assert cfg.training == {"epochs": 3} and cfg.k_folds == 4 and not cfg.uses_sample
+    (tmp_path / "b.toml").write_text('dem = "/abs/d.tif"\nseed = 7\n')
+    cfg, _ = load_config(tmp_path / "b.toml")
+    assert cfg.dem == "/abs/d.tif" and cfg.seed == 7 and cfg.uses_sample
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("colour: red\n", "unknown configuration key"),
+    ("scenes: ['x']\n", "also set dem, outlines, labels"),
+    ("- just\n- a list\n", "must be a mapping"),
+    ("dem: [unclosed\n", "cannot parse"),
+])
+def test_bad_config_is_one_line_error_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stages_skip_when_fingerprint_matches_and_rerun_when_config_changes(tmp_path):
+    calls = []
+    run = Run(tmp_path, RunConfig(), log=lambda m: None)
+    assert run.stage("dataset", lambda: calls.append("a") or {"n": 1}) == {"n": 1}
+    again = Run(tmp_path, RunConfig(), log=lambda m: None)
+    assert again.stage("dataset", lambda: calls.append("b") or {"n": 2}) == {"n": 1}
+    assert calls == ["a"] and again.skipped == ["dataset"]
+    # a setting of this stage (or of an earlier one) changes: the stage runs again
+    changed = Run(tmp_path, RunConfig(patch_size=27), log=lambda m: None)
+    changed.stage("dataset", lambda: calls.append("c") or {})
+    # a setting of a later stage does not touch it
+    later = Run(tmp_path, RunConfig(patch_size=27, min_years=5), log=lambda m: None)
+    later.stage("dataset", lambda: calls.append("d") or {})
+    assert calls == ["a", "c"]
+    marker = json.loads((tmp_path / "stages" / "dataset.json").read_text())
+    assert marker["fingerprint"] == RunConfig(patch_size=27).fingerprint(
+        ("scenes", "seed", "scenes", "dem", "outlines", "labels", "patch_size", "features",
+         "k_folds"))
+
+
+def test_failed_stage_leaves_no_marker(tmp_path):
+    run = Run(tmp_path, RunConfig(), log=lambda m: None)
+
+    def boom():
+        raise InputError("x.tif", "corrupt")
+
+    with pytest.raises(InputError):
+        run.stage("maps", boom)
+    assert not (tmp_path / "stages" / "maps.json").exists()
+
+
+def test_report_embeds_every_figure_and_counts_broken_images(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.random((3, 40, 50)).astype(np.float32)
+    classes = rng.integers(0, 8, (40, 50)).astype(np.uint8)
+    classes[:5] = 255
+    png = quicklook_png(rgb, classes, tmp_path / "q.png", title="scene")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = render_html("t", "intro", [Section("Maps", ["p"], [], [Figure("q", png, "c")])])
+    payload = text.split("data:image/png;base64,")[1].split('"')[0]
+    assert base64.b64decode(payload) == png.read_bytes()
+    assert "data-broken-images" in text and "<h2 id='s0'>Maps</h2>" in text
