@@ -64,14 +64,12 @@ class _ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
-        y = F.conv2d(x, self.conv.weight, None, stride=1, padding=0, dilation=dilation)
-        bias = self.conv.bias  # only a fused_for_inference() copy has one (bn: Identity)
-        if bias is not None:
-            if y.is_contiguous(memory_format=torch.channels_last):
-                y.permute(0, 2, 3, 1).add_(bias)  # contiguous last-dim broadcast: vectorised
-            else:
-                y = y + bias.view(1, -1, 1, 1)
-        return F.elu(self.bn(y))
+        if dilation == 1:
+            y = self.conv(x)
+        else:
+            y = F.conv2d(x, self.conv.weight, self.conv.bias, stride=1, padding=0,
+                         dilation=dilation)
+        return F.elu(self.bn(y))  # bn is an Identity in a fused_for_inference() copy
 
     def fuse(self) -> None:
         """Fold eval-mode BatchNorm into the conv (w * g / sd, b - mean * g / sd), in float64."""
