@@ -100,8 +100,8 @@ class TrainConfig:
 
     @classmethod
     def sample(cls, **overrides: Any) -> TrainConfig:
-        """Fast settings for the built-in sample on a CPU (width 16, 10 epochs, batch 64)."""
-        base: dict[str, Any] = dict(epochs=10, batch_size=64, width=16, checkpoint_every=20)
+        """Fast settings for the built-in sample on a CPU (width 16, 16 epochs, batch 64)."""
+        base: dict[str, Any] = dict(epochs=16, batch_size=64, width=16, checkpoint_every=20)
         base.update(overrides)
         return cls(**base)
 
