@@ -829,22 +829,15 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
 
 def _flip_detection(table: Any, flagged: np.ndarray, flipped: Any) -> dict[str, Any]:
     """Recall/precision of the flags against known deliberately flipped labels."""
+    from glacierfacies.cleaning import score_against_truth
+
     ids = table["point_id"].astype(str).to_numpy()
-    flip_ids = set(np.asarray(flipped["point_id"]).astype(str).tolist())
-    is_flip = np.isin(ids, list(flip_ids))
-    if "given_class" in flipped:
-        facies = set(FACIES_NAMES)
-        fac_ids = set(np.asarray(flipped["point_id"])[np.isin(flipped["given_class"], list(facies))]
-                      .astype(str).tolist())
-        is_flip_facies = np.isin(ids, list(fac_ids))
-    else:
-        is_flip_facies = is_flip
-    tp = int((flagged & is_flip).sum())
+    score = score_against_truth(ids[flagged], flipped, dataset_point_ids=ids)
     return {
-        "flipped_in_dataset": int(is_flip.sum()),
-        "flipped_facies_in_dataset": int(is_flip_facies.sum()),
-        "flipped_facies_flagged_recall": float((flagged & is_flip_facies).sum() / max(1, is_flip_facies.sum())),
-        "flag_precision": float(tp / max(1, flagged.sum())),
+        "flipped_in_dataset": int(np.isin(ids, np.asarray(flipped["point_id"]).astype(str)).sum()),
+        "flipped_facies_in_dataset": score["n_flipped"],
+        "flipped_facies_flagged_recall": score["recall"] or 0.0,
+        "flag_precision": score["precision"] or 0.0,
     }
 
 
