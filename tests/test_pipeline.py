@@ -59,6 +59,18 @@ def test_stages_skip_when_fingerprint_matches_and_rerun_when_config_changes(tmp_
          "k_folds"))
 
 
+def test_a_stage_that_runs_invalidates_the_stages_after_it(tmp_path):
+    run = Run(tmp_path, RunConfig(), log=lambda m: None)
+    for stage in ("dataset", "train", "maps"):
+        run.stage(stage, dict)
+    (tmp_path / "stages" / "dataset.json").unlink()  # e.g. the dataset was rebuilt by hand
+    again = Run(tmp_path, RunConfig(), log=lambda m: None)
+    ran = []
+    for stage in ("dataset", "train", "maps"):
+        again.stage(stage, lambda s=stage: ran.append(s) or {})
+    assert ran == ["dataset", "train", "maps"]
+
+
 def test_failed_stage_leaves_no_marker(tmp_path):
     run = Run(tmp_path, RunConfig(), log=lambda m: None)
 

@@ -31,6 +31,10 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point: one-line errors, non-zero exit, no tracebacks for bad input."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: (
+        f"warning: {message}\n")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -186,6 +186,8 @@ class Run:
                                    "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                                    "summary": summary}, indent=2, default=str))
         tmp.replace(marker)
+        for later in STAGES[STAGES.index(name) + 1:]:  # their inputs changed: run them again
+            (self.markers / f"{later}.json").unlink(missing_ok=True)
         self.log(f"[{name}] done in {self.timings[name]:.1f} s")
         return summary
 
