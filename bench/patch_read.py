@@ -164,9 +164,22 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
         for b in batches:
             np.take(view16, b, axis=0, out=buf16[:len(b)])
         batched16.append(time.perf_counter() - t0)
+    # the same through PatchSet.read_batch (torch index_select on the torch CPU threads)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ps16 = PatchSet.load(work / "store16")
+    read16 = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for b in batches:
+            ps16.read_batch(b, out=buf16[:len(b)])
+        read16.append(time.perf_counter() - t0)
+    assert np.array_equal(buf16[:len(batches[-1])], view16[batches[-1]])
     med = {k: float(np.median(v)) for k, v in
            {"store_s": times, "store_warm_s": warm, "store_batched_s": batched,
-            "store16_s": times16, "store16_batched_s": batched16}.items()}
+            "store16_s": times16, "store16_batched_s": batched16,
+            "store16_read_batch_s": read16}.items()}
     return {"n": n, "export_s": t_export, "import_s": t_import, "tif_s": t_tif,
             "rxr_s": t_rxr, **med}
 
@@ -265,7 +278,9 @@ def main() -> None:
                 ("store float32: fancy index, map already open", r["store_warm_s"]),
                 ("store float32: batches of 512 into a reused buffer", r["store_batched_s"]),
                 ("store float16: load + fancy index", r["store16_s"]),
-                ("store float16: batches of 512 into a reused buffer", r["store16_batched_s"])]
+                ("store float16: batches of 512 into a reused buffer", r["store16_batched_s"]),
+                ("store float16: PatchSet.read_batch, batches of 512 (torch, all cores)",
+                 r["store16_read_batch_s"])]
         for name, t in rows:
             if np.isfinite(t):
                 print(f"  {name:<62} {t:9.4f} s  {n / t:10.0f} patches/s")

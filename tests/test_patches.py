@@ -384,3 +384,20 @@ def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
                                           stack.features[:, r - 16:r + 17, c - 16:c + 17])
             lab = labels[labels.point_id.astype(str) == ps.table.point_id[i]].iloc[0]
             assert lab["class"] == ps.table["class"][i] and lab.scene_id == sid
+
+
+def test_read_batch_equals_fancy_index_with_and_without_torch(tmp_path, monkeypatch):
+    from glacierfacies.patches import PatchSet
+
+    rng = np.random.default_rng(3)
+    patches = rng.random((40, 3, 5, 5)).astype(np.float16)
+    np.save(tmp_path / "p.npy", patches)
+    ps = PatchSet.__new__(PatchSet)
+    ps.patches = np.load(tmp_path / "p.npy", mmap_mode="r")
+    idx = np.sort(rng.choice(40, 12, replace=False))
+    buf = np.empty((12, 3, 5, 5), np.float16)
+    assert ps.read_batch(idx, out=buf) is buf and np.array_equal(buf, patches[idx])
+    monkeypatch.setitem(sys.modules, "torch", None)  # numpy fallback
+    assert np.array_equal(ps.read_batch(idx), patches[idx])
+    with pytest.raises(ValueError, match="out must be"):
+        ps.read_batch(idx, out=np.empty((11, 3, 5, 5), np.float16))

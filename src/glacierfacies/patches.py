@@ -186,6 +186,34 @@ class PatchSet:
                      self.fold_config)
         return path
 
+    def read_batch(self, idx: np.ndarray | Sequence[int], out: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """Copy rows `idx` of the (memory-mapped) patches into `out` (a reused buffer).
+
+        This is the training loop's read. With torch present the gather runs on all torch
+        CPU threads (`index_select`), several times faster than numpy's single-threaded
+        `take` on this memory-bound copy; without torch it falls back to `numpy.take`.
+        Sorted indices read the map front to back.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        view = np.asarray(self.patches)
+        if out is None:
+            out = np.empty((len(idx), *view.shape[1:]), view.dtype)
+        elif out.shape != (len(idx), *view.shape[1:]) or out.dtype != view.dtype:
+            raise ValueError(f"out must be {(len(idx), *view.shape[1:])} {view.dtype}, "
+                             f"got {out.shape} {out.dtype}")
+        try:
+            import warnings
+
+            import torch
+        except ImportError:
+            return np.take(view, idx, axis=0, out=out)
+        with warnings.catch_warnings():  # a read-only map is fine: torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            source = torch.from_numpy(view)
+        torch.index_select(source, 0, torch.from_numpy(idx), out=torch.from_numpy(out))
+        return out
+
     def subset(self, idx: np.ndarray | Sequence[int]) -> PatchSet:
         """A new in-memory PatchSet of the given rows (bool mask or indices)."""
         idx = np.asarray(idx)
