@@ -418,3 +418,38 @@ def test_dense_options_do_not_change_the_map(raster):
         assert (out.classes == ref.classes).all() and ok.any()
         assert np.nanmax(np.abs(out.probs - ref.probs)) <= 1e-5
         assert np.array_equal(np.isnan(out.confidence), np.isnan(ref.confidence))
+
+
+@pytest.mark.slow
+def test_map_many_killed_midway_then_rerun_maps_only_the_missing(mapped, tmp_path):
+    """Kill `glacierfacies map-many` (and its Dask workers) after its first map appears;
+    the rerun keeps the finished maps untouched and writes only the missing ones."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = mapped
+    out = tmp_path / "many"
+    out.mkdir()
+    pattern = str(d["scenes"][0].parent / "S2*.SAFE")
+    cmd = [sys.executable, "-c", "from glacierfacies.cli import main; main()", "map-many",
+           pattern, "--dem", str(d["dem"]), "--outlines", str(d["outlines"]),
+           "--model", str(d["models"][0]), "-o", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("*_facies.tif")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*_facies.tif")}
+    if not first or len(first) == 4:
+        pytest.skip(f"the kill did not land midway ({len(first)} of 4 maps written)")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    maps = sorted(out.glob("*_facies.tif"))
+    assert len(maps) == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished ones skipped
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp leftovers
