@@ -492,7 +492,7 @@ def _stage_report(cfg: RunConfig, out: Path, inputs: Inputs, run: Run) -> dict[s
     products_csv = out / "products" / "products.csv"
     if products_csv.is_file():
         prod = pd.read_csv(products_csv, dtype={"glacier": str})
-        ts = timeseries_png(prod, fig_dir / "aar_snowline_timeseries.png")
+        ts = timeseries_png(prod, fig_dir / "aar_snowline_timeseries.png", cfg.min_observed)
         paras = ["AAR = (snow + firn) / observed glacier area; shadowed glacier pixels take the "
                  "side of the snowline they lie on; cloud and nodata are unobserved."]
         summ = json.loads((run.markers / "products.json").read_text()).get("summary", {}) \

@@ -85,8 +85,9 @@ def quicklook_png(
     return path
 
 
-def timeseries_png(products, path: Path) -> Path:
-    """AAR and snowline altitude through time, one line per glacier."""
+def timeseries_png(products, path: Path, min_observed: float = 0.8) -> Path:
+    """AAR and snowline altitude through time, one line per glacier; scenes where less than
+    `min_observed` of the glacier is seen (cloud) are drawn as open markers, not joined."""
     import pandas as pd
 
     plt = _agg()
@@ -94,8 +95,13 @@ def timeseries_png(products, path: Path) -> Path:
     df["date"] = pd.to_datetime(df["date"])
     fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True, constrained_layout=True)
     for glacier, g in df.sort_values("date").groupby("glacier"):
-        axes[0].plot(g["date"], g["aar"], marker="o", label=str(glacier))
-        axes[1].plot(g["date"], g["snowline_m"], marker="o", label=str(glacier))
+        seen = g["observed_fraction"] >= min_observed
+        for ax, col in ((axes[0], "aar"), (axes[1], "snowline_m")):
+            line, = ax.plot(g.loc[seen, "date"], g.loc[seen, col], marker="o",
+                            label=str(glacier))
+            ax.plot(g.loc[~seen, "date"], g.loc[~seen, col], marker="o", linestyle="none",
+                    markerfacecolor="none", color=line.get_color())
+    axes[1].set_xlabel(f"open markers: glacier less than {min_observed:.0%} observed")
     axes[0].set_ylabel("AAR")
     axes[0].set_ylim(0, 1)
     axes[1].set_ylabel("snowline altitude (m)")
