@@ -143,14 +143,22 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
     # training-loop pattern: shuffled batches of 512, indices sorted within a batch (order
     # inside a batch does not matter to SGD), copied into one reused buffer
     batches = [np.sort(order[i:i + 512]) for i in range(0, n, 512)]
-    buf = np.empty((512, 11, 33, 33), np.float32)
+
+    def timed_batches(read, buf: np.ndarray) -> list[float]:
+        """Seconds per pass of `read(batch_indices, out)` over all batches, `repeats` times."""
+        times_ = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for b in batches:
+                read(b, buf[:len(b)])
+            times_.append(time.perf_counter() - t0)
+        return times_
+
+    def numpy_take(view: np.ndarray):
+        return lambda b, out: np.take(view, b, axis=0, out=out)
+
     view = np.asarray(store.patches)  # plain ndarray over the same map (no copy)
-    batched = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            np.take(view, b, axis=0, out=buf[:len(b)])
-        batched.append(time.perf_counter() - t0)
+    batched = timed_batches(numpy_take(view), np.empty((512, 11, 33, 33), np.float32))
     # the same patches stored as float16 (how a paper-sized set is kept)
     ps16 = PatchSet.load(work / "store")
     ps16.patches = np.asarray(ps16.patches, dtype=np.float16)
@@ -158,23 +166,13 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
     times16 = [cold(work / "store16")[0] for _ in range(repeats)]
     view16 = np.asarray(PatchSet.load(work / "store16").patches)
     buf16 = np.empty((512, 11, 33, 33), np.float16)
-    batched16 = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            np.take(view16, b, axis=0, out=buf16[:len(b)])
-        batched16.append(time.perf_counter() - t0)
+    batched16 = timed_batches(numpy_take(view16), buf16)
     # the same through PatchSet.read_batch (torch index_select on the torch CPU threads)
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     ps16 = PatchSet.load(work / "store16")
-    read16 = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            ps16.read_batch(b, out=buf16[:len(b)])
-        read16.append(time.perf_counter() - t0)
+    read16 = timed_batches(lambda b, out: ps16.read_batch(b, out=out), buf16)
     assert np.array_equal(buf16[:len(batches[-1])], view16[batches[-1]])
     med = {k: float(np.median(v)) for k, v in
            {"store_s": times, "store_warm_s": warm, "store_batched_s": batched,

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glacierfacies.patches import apply_minmax
+
 NODATA = 255
 
 Normaliser = Callable[[torch.Tensor], torch.Tensor]
@@ -91,17 +93,13 @@ def _as_tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _prepare(member: Member, x: torch.Tensor) -> torch.Tensor:
     """Select features, min-max normalise, fill non-finite with 0 (those windows are masked).
 
-    Works on (F, H, W) and (B, F, H, W). The normalisation mirrors `patches.apply_minmax` bit
-    for bit (float64 min/span cast to the input dtype, constant features -> span 1), so maps
-    see what training saw.
+    Works on (F, H, W) and (B, F, H, W). The normalisation is `patches.apply_minmax`, the
+    one the datasets use, so maps see what training saw.
     """
     if member.feature_index is not None:
         x = x[..., list(member.feature_index), :, :]
     if member.minimum is not None:
-        lo = np.asarray(member.minimum, dtype=np.float64)
-        span = np.asarray(member.maximum, dtype=np.float64) - lo
-        span = np.where(span > 0, span, 1.0)
-        x = (x - x.new_tensor(lo).reshape(-1, 1, 1)) / x.new_tensor(span).reshape(-1, 1, 1)
+        x = apply_minmax(x, {"min": member.minimum, "max": member.maximum})
         if member.clip:
             x = x.clamp(0.0, 1.0)
     return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)

@@ -405,7 +405,8 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path) -> list:
     return figs
 
 
-def _stage_report(cfg: RunConfig, out: Path, inputs: Inputs, run: Run) -> dict[str, Any]:
+def _stage_report(cfg: RunConfig, out: Path, inputs: Inputs, run: Run,
+                  products_summary: dict[str, Any]) -> dict[str, Any]:
     import shutil
 
     import numpy as np
@@ -495,9 +496,7 @@ def _stage_report(cfg: RunConfig, out: Path, inputs: Inputs, run: Run) -> dict[s
         ts = timeseries_png(prod, fig_dir / "aar_snowline_timeseries.png", cfg.min_observed)
         paras = ["AAR = (snow + firn) / observed glacier area; shadowed glacier pixels take the "
                  "side of the snowline they lie on; cloud and nodata are unobserved."]
-        summ = json.loads((run.markers / "products.json").read_text()).get("summary", {}) \
-            if (run.markers / "products.json").is_file() else {}
-        truth = summ.get("aar_vs_truth")
+        truth = products_summary.get("aar_vs_truth")
         if truth:
             paras.append(f"Against the sample's true AAR where ≥ {cfg.min_observed:.0%} of the "
                          f"glacier is observed: {truth['within_0.05']} of {truth['n']} "
@@ -572,10 +571,10 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     run.stage("dataset", lambda: _stage_dataset(cfg, out, inputs))
     run.stage("train", lambda: _stage_train(cfg, out, inputs))
     run.stage("maps", lambda: _stage_maps(cfg, out, inputs))
-    run.stage("products", lambda: _stage_products(cfg, out, inputs))
+    products_summary = run.stage("products", lambda: _stage_products(cfg, out, inputs))
     run.stage("massbalance", lambda: _stage_massbalance(cfg, out, inputs))
     if run.timings or not (out / "report.html").is_file():  # something changed: re-report
         (run.markers / "report.json").unlink(missing_ok=True)
-    run.stage("report", lambda: _stage_report(cfg, out, inputs, run))
+    run.stage("report", lambda: _stage_report(cfg, out, inputs, run, products_summary))
     log(f"finished in {time.perf_counter() - t0:.1f} s")
     return out / "report.html"
