@@ -30,13 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from glacierfacies.inference import (  # noqa: E402
-    DenseOptions,
-    Member,
-    dense_predict,
-    patch_predict,
-)
-from glacierfacies.model import TwoScaleCNN  # noqa: E402
+from glacierfacies.mapping.inference import DenseOptions, Member, dense_predict, patch_predict
+from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.smoothing import mode_filter, mode_filter_reference  # noqa: E402
 
 
@@ -297,8 +292,8 @@ def bench_large_scene(args: argparse.Namespace) -> dict:
 
     from glacierfacies.classes import CLASS_NAMES
     from glacierfacies.features import FEATURE_NAMES
-    from glacierfacies.mapping import map_scene
-    from glacierfacies.training import ModelCard, save_model
+    from glacierfacies.mapping.scene_map import map_scene
+    from glacierfacies.model.card import ModelCard, save_model
 
     work = Path(tempfile.mkdtemp(prefix="gf_large_", dir=args.workdir))
     t0 = time.perf_counter()

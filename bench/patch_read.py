@@ -81,9 +81,9 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
     import rasterio
 
     from glacierfacies.classes import CLASS_NAMES
+    from glacierfacies.data.patchset import PatchSet, labels_from_names
+    from glacierfacies.data.published import export_published, import_published
     from glacierfacies.features import FEATURE_NAMES
-    from glacierfacies.patches import PatchSet, labels_from_names
-    from glacierfacies.published import export_published, import_published
 
     rng = np.random.default_rng(0)
     table = synthetic_table(n)
@@ -184,8 +184,8 @@ def read_bench(n: int, work: Path, repeats: int, with_rioxarray: bool = True) ->
 
 def _build_full(dest: str, n: int) -> tuple[float, ...]:
     from glacierfacies.classes import CLASS_NAMES
+    from glacierfacies.data.patchset import PatchSetWriter
     from glacierfacies.features import FEATURE_NAMES
-    from glacierfacies.patches import PatchSetWriter
 
     base = peak_rss_gib()
     t0 = time.perf_counter()
@@ -204,7 +204,8 @@ def _build_full(dest: str, n: int) -> tuple[float, ...]:
 
 
 def _load_full(dest: str) -> tuple[float, ...]:
-    from glacierfacies.patches import PatchSet, fit_minmax
+    from glacierfacies.data.normalisation import fit_minmax
+    from glacierfacies.data.patchset import PatchSet
 
     base = peak_rss_gib()
     t0 = time.perf_counter()

@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from glacierfacies.model import TwoScaleCNN  # noqa: E402  (pure torch)
-from glacierfacies.training import augment_batch, focal_loss  # noqa: E402
+from glacierfacies.model.network import TwoScaleCNN
+from glacierfacies.training.loop import augment_batch, focal_loss
 
 
 def main() -> None:

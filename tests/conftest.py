@@ -24,7 +24,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The built-in sample with seed 0, written once per test session (read-only for tests)."""
-    from glacierfacies.sample import write_sample
+    from glacierfacies.sample.generate import write_sample
 
     out = tmp_path_factory.mktemp("sample") / "sample"
     write_sample(out, seed=0)

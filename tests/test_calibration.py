@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from glacierfacies import calibration
-from glacierfacies.metrics import expected_calibration_error
+from glacierfacies.training import calibration as calibration
+from glacierfacies.training.metrics import expected_calibration_error
 
 
 def _overconfident(n: int, t_true: float, seed: int = 0):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
-from glacierfacies import cleaning
 from glacierfacies.classes import CLASS_NAMES, FACIES_CODES, MISC_NAMES, class_index
+from glacierfacies.training import cleaning as cleaning
 
 MISC_CODES = [class_index(n) for n in MISC_NAMES]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from glacierfacies.inference import Member, dense_predict, patch_predict
-from glacierfacies.model import TwoScaleCNN
+from glacierfacies.mapping.inference import Member, dense_predict, patch_predict
+from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.smoothing import mode_filter, mode_filter_reference
 
 torch.set_num_threads(2)
@@ -115,8 +115,8 @@ def test_dense_is_tile_size_independent_and_equals_patches(raster):
 
 
 def test_dense_normalisation_matches_patches_apply_minmax(raster):
-    from glacierfacies.inference import _prepare
-    from glacierfacies.patches import apply_minmax
+    from glacierfacies.data.normalisation import apply_minmax
+    from glacierfacies.mapping.inference import _prepare
 
     f, _, _, norm = raster
     m = Member(_model(0), minimum=norm["min"], maximum=norm["max"])
@@ -150,7 +150,7 @@ def test_write_outputs_cog_colour_table_names_overviews_atomic(tmp_path):
 
     from glacierfacies.classes import CLASS_NAMES, colour_table
     from glacierfacies.errors import InputError
-    from glacierfacies.mapping import write_outputs
+    from glacierfacies.mapping.cog import write_outputs
 
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 8, (700, 600)).astype(np.uint8)
@@ -194,7 +194,7 @@ def test_write_outputs_cog_colour_table_names_overviews_atomic(tmp_path):
 
 
 def test_parse_buffer():
-    from glacierfacies.mapping import parse_buffer
+    from glacierfacies.mapping.config import parse_buffer
 
     assert parse_buffer("50m") == 50 and parse_buffer("0.1km") == 100 and parse_buffer(20) == 20
     assert parse_buffer(None) == 0
@@ -209,7 +209,7 @@ def test_parse_buffer():
 def _save_model(path, seed, features=None, patch_size=27, temperature=1.3):
     from glacierfacies.classes import CLASS_NAMES
     from glacierfacies.features import FEATURE_NAMES
-    from glacierfacies.training import ModelCard, save_model
+    from glacierfacies.model.card import ModelCard, save_model
 
     features = list(features or FEATURE_NAMES)
     torch.manual_seed(seed)
@@ -233,7 +233,7 @@ def _save_model(path, seed, features=None, patch_size=27, temperature=1.3):
 
 @pytest.fixture(scope="module")
 def mapped(sample_dir, tmp_path_factory):
-    from glacierfacies.scene import find_scenes
+    from glacierfacies.scenes.reader import find_scenes
 
     tmp = tmp_path_factory.mktemp("maps")
     models = [_save_model(tmp / "fold0.pt", 0), _save_model(tmp / "fold1.pt", 1, temperature=0.7)]
@@ -245,9 +245,11 @@ def mapped(sample_dir, tmp_path_factory):
 def test_map_scene_seams_exactness_and_outputs(mapped):
     import rasterio
 
-    from glacierfacies.inference import patch_predict
-    from glacierfacies.mapping import load_members, map_scene, predict_stack
-    from glacierfacies.scene import build_feature_stack, read_scene
+    from glacierfacies.mapping.inference import patch_predict
+    from glacierfacies.mapping.scene_map import map_scene, predict_stack
+    from glacierfacies.model.card import load_members
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.stack import build_feature_stack
 
     d, tmp = mapped, mapped["tmp"]
     scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
@@ -282,7 +284,7 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
 def test_map_scene_buffer_and_block_reading(mapped):
     import rasterio
 
-    from glacierfacies.mapping import map_scene
+    from glacierfacies.mapping.scene_map import map_scene
 
     d, tmp = mapped, mapped["tmp"]
     scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
@@ -314,7 +316,7 @@ def test_bad_input_one_line_errors_nothing_written(mapped, tmp_path):
     from rasterio.transform import Affine
 
     from glacierfacies.errors import InputError
-    from glacierfacies.mapping import map_scene
+    from glacierfacies.mapping.scene_map import map_scene
 
     d = mapped
     scene = d["scenes"][0]
@@ -365,7 +367,8 @@ def test_map_many_local_cluster_equals_one_by_one_and_resumes(mapped, tmp_path):
 
     import rasterio
 
-    from glacierfacies.mapping import map_many, map_scene, output_paths
+    from glacierfacies.mapping.distributed import map_many
+    from glacierfacies.mapping.scene_map import map_scene, output_paths
 
     d = mapped
     scenes = d["scenes"][:4]
@@ -404,7 +407,7 @@ def test_map_many_local_cluster_equals_one_by_one_and_resumes(mapped, tmp_path):
 def test_dense_options_do_not_change_the_map(raster):
     """Speed options (fused BN, padding, phase split, pool variants, tiling, legacy) give the
     same probabilities (fp32, <= 1e-5) and classes."""
-    from glacierfacies.inference import DenseOptions
+    from glacierfacies.mapping.inference import DenseOptions
 
     f, valid, mask, norm = raster
     f, mask, valid = f[:, 30:120, 30:120], mask[30:120, 30:120], valid[30:120, 30:120]

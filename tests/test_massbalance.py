@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glacierfacies import massbalance as mb
 from glacierfacies.classes import NODATA_CLASS, class_index
+from glacierfacies.products import massbalance as mb
 
 ICE, SNOW, DEBRIS, FIRN = (class_index(n) for n in ("ice", "snow", "debris", "firn"))
 SHADOW, REFROZEN, WATER, CLOUD = (class_index(n) for n in ("shadow", "refrozen-like", "water",

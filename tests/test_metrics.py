@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from glacierfacies import metrics
 from glacierfacies.classes import CLASS_NAMES
+from glacierfacies.training import metrics as metrics
 
 Y_TRUE = np.array([0, 0, 1, 1, 2])
 Y_PRED = np.array([0, 1, 1, 1, 0])

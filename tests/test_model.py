@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glacierfacies.model import TwoScaleCNN, allowed_patch_sizes, check_patch_size
+from glacierfacies.model.network import TwoScaleCNN, allowed_patch_sizes, check_patch_size
 
 torch.set_num_threads(2)
 

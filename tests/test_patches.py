@@ -17,20 +17,15 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-import glacierfacies
 from glacierfacies.classes import CLASS_NAMES
+from glacierfacies.data.build import build_patchset
+from glacierfacies.data.folds import assign_folds, validation_fold
+from glacierfacies.data.normalisation import apply_minmax, fit_minmax
+from glacierfacies.data.patchset import PatchSet, load_arrays
+from glacierfacies.data.points import import_points
+from glacierfacies.data.published import export_published, import_published
 from glacierfacies.errors import InputError
 from glacierfacies.features import FEATURE_NAMES, OPTICAL_BANDS
-from glacierfacies.patches import (
-    PatchSet,
-    apply_minmax,
-    assign_folds,
-    build_patchset,
-    fit_minmax,
-    load_arrays,
-    validation_fold,
-)
-from glacierfacies.published import export_published, import_points, import_published
 
 GLACIERS = ["hef", "kesselwand", "gepatsch", "vernagt", "rhone", "aletsch", "morteratsch"]
 
@@ -68,9 +63,10 @@ def published(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     return folder, write_published(folder, n=500)
 
 
-def fake_scene_module(stacks: dict[str, types.SimpleNamespace]) -> types.ModuleType:
-    """A stand-in for glacierfacies.scene that serves prepared feature stacks."""
-    mod = types.ModuleType("glacierfacies.scene")
+def use_fake_stacks(monkeypatch, stacks: dict[str, types.SimpleNamespace]) -> None:
+    """Serve prepared feature stacks in place of the scene readers and the stack builder."""
+    import glacierfacies.scenes.reader as reader
+    import glacierfacies.stack as stack
 
     def read_scene(path, grid=None, band_map=None, scale=None, offset=None):
         return stacks[Path(path).name].scene
@@ -78,9 +74,9 @@ def fake_scene_module(stacks: dict[str, types.SimpleNamespace]) -> types.ModuleT
     def build_feature_stack(scene, dem_path, outlines_path):
         return stacks[scene.scene_id]
 
-    mod.read_scene = read_scene
-    mod.build_feature_stack = build_feature_stack
-    return mod
+    monkeypatch.setattr(reader, "read_scene", read_scene)
+    monkeypatch.setattr(reader, "scene_ids", lambda paths: [Path(p).name for p in paths])
+    monkeypatch.setattr(stack, "build_feature_stack", build_feature_stack)
 
 
 def make_stack(scene_id: str, sensor: str, x0: float, seed: int, h: int = 60, w: int = 80):
@@ -104,9 +100,7 @@ def test_build_from_fake_stacks(tmp_path, monkeypatch):
 
     stacks = {"A": make_stack("A", "sentinel2", 600000, 1), "B": make_stack("B", "landsat9",
                                                                            601000, 2)}
-    fake = fake_scene_module(stacks)
-    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake)
-    monkeypatch.setattr(glacierfacies, "scene", fake, raising=False)
+    use_fake_stacks(monkeypatch, stacks)
     rows, pts = [], []
     # (scene, row, col): interior points, an edge point and one in the NaN corner per scene
     cells = [(r, c) for r in (10, 20, 30, 40) for c in (10, 30, 50)] + [(2, 40), (55, 75)]
@@ -146,9 +140,7 @@ def test_build_bad_labels(tmp_path, monkeypatch):
     from shapely.geometry import Point
 
     stacks = {"A": make_stack("A", "sentinel2", 600000, 1)}
-    fake = fake_scene_module(stacks)
-    monkeypatch.setitem(sys.modules, "glacierfacies.scene", fake)
-    monkeypatch.setattr(glacierfacies, "scene", fake, raising=False)
+    use_fake_stacks(monkeypatch, stacks)
     def points(path, scene_id, x, y):
         gpd.GeoDataFrame({"class": ["ice", "snow"], "glacier": ["g1", "g2"],
                           "scene_id": [scene_id] * 2},
@@ -356,7 +348,8 @@ def _have(module: str) -> bool:
 def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
     import geopandas as gpd
 
-    from glacierfacies.scene import build_feature_stack, find_scenes, read_scene, scene_ids
+    from glacierfacies.scenes.reader import find_scenes, read_scene, scene_ids
+    from glacierfacies.stack import build_feature_stack
 
     scenes = find_scenes(sample_dir / "scenes")
     with warnings.catch_warnings():
@@ -387,7 +380,7 @@ def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
 
 
 def test_read_batch_equals_fancy_index_with_and_without_torch(tmp_path, monkeypatch):
-    from glacierfacies.patches import PatchSet
+    from glacierfacies.data.patchset import PatchSet
 
     rng = np.random.default_rng(3)
     patches = rng.random((40, 3, 5, 5)).astype(np.float16)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from glacierfacies.errors import InputError
-from glacierfacies.pipeline import Run, RunConfig, load_config
-from glacierfacies.report import Figure, Section, quicklook_png, render_html
+from glacierfacies.workflow.config import RunConfig, load_config
+from glacierfacies.workflow.figures import quicklook_png
+from glacierfacies.workflow.html import Figure, Section, render_html
+from glacierfacies.workflow.pipeline import Run
 
 
 def test_config_yaml_and_toml_paths_are_relative_to_the_file(tmp_path):

@@ -14,8 +14,8 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from glacierfacies import products as gp
 from glacierfacies.classes import NODATA_CLASS, class_index
+from glacierfacies.products.table import compute_products, read_products
 
 SNOW, FIRN, ICE, CLOUD = (class_index(n) for n in ("snow", "firn", "ice", "cloud"))
 CRS = "EPSG:32632"
@@ -68,7 +68,7 @@ def world(tmp_path_factory) -> dict:
 
 
 def test_products_from_geotiff(world):
-    t = gp.compute_products([world["map"]], world["outlines"], world["dem"])
+    t = compute_products([world["map"]], world["outlines"], world["dem"])
     assert list(t["glacier"]) == ["RGI60-11.00001", "RGI60-11.00002"]  # rgi_id before name
     assert list(t["name"]) == ["Alpha", "Beta"] and list(t["wgms_id"]) == [1, 2]
     a, b = t.iloc[0], t.iloc[1]
@@ -99,7 +99,7 @@ def test_write_products_and_cli(world, tmp_path, monkeypatch, capsys):
                                       str(world["dem"]), "-o", str(out)])
     main()
     assert "2 glacier-scene rows" in capsys.readouterr().out
-    back = gp.read_products(out)
+    back = read_products(out)
     assert back["aar"].round(4).tolist()[0] == 0.46
     assert json.loads(out.with_name("p.gpkg.json").read_text())["config"]["shadow"] == "snowline"
     csv = tmp_path / "p.csv"
@@ -177,7 +177,7 @@ def test_products_recover_sample_truth(sample_dir):
     least 80% of the glacier is observed (and the observed fraction itself)."""
     maps = sorted((sample_dir / "truth").glob("class_*.tif"))
     assert maps
-    t = gp.compute_products(maps, sample_dir / "outlines.gpkg", sample_dir / "dem.tif")
+    t = compute_products(maps, sample_dir / "outlines.gpkg", sample_dir / "dem.tif")
     truth = pd.read_csv(sample_dir / "truth" / "aar_truth.csv")
     m = t.merge(truth, on=["glacier", "scene_id"], suffixes=("", "_true"))
     assert len(m) == len(truth) == len(t)

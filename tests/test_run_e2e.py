@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from glacierfacies.pipeline import run_pipeline
+from glacierfacies.workflow.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

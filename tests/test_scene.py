@@ -3,6 +3,7 @@ and its writer, on small hand-made products laid out like the real ones, and on 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -13,10 +14,15 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from glacierfacies import scene as sc
-from glacierfacies import sensors, terrain
+import glacierfacies.scenes.grid as grid_mod
+from glacierfacies import terrain
 from glacierfacies.errors import InputError
 from glacierfacies.features import FEATURE_NAMES
+from glacierfacies.scenes.grid import Grid, _read_band
+from glacierfacies.scenes.landsat import landsat, landsat_mission
+from glacierfacies.scenes.reader import find_scenes, read_scene, scene_grid, scene_ids
+from glacierfacies.scenes.sentinel2 import sentinel2
+from glacierfacies.stack import TERRAIN_MARGIN_M, build_feature_stack, write_feature_stack
 
 CRS = "EPSG:32632"
 X0, Y0 = 630000.0, 5166000.0
@@ -141,7 +147,7 @@ def make_landsat(root: Path, mission=9, sun=True, time=True, missing=None) -> tu
     prefix = {9: "LC09", 8: "LC08", 7: "LE07", 5: "LT05"}[mission]
     pid = f"{prefix}_L2SP_193027_20220905_20220907_02_T1"
     folder = root / pid
-    bands = sensors.landsat(mission).bands
+    bands = landsat(mission).bands
     dns = {}
     for i, name in enumerate(bands.values()):
         dn = _dn_field(10 + i, (H10 // 3, W10 // 3), 8000, 40000)
@@ -190,7 +196,7 @@ def terrain_inputs(tmp_path):
 
 def test_read_safe_decodes_dn_and_metadata(tmp_path):
     safe, dns = make_safe(tmp_path)
-    s = sc.read_scene(safe)
+    s = read_scene(safe)
     assert s.sensor == "sentinel2" and s.scene_id == safe.name[:-5]
     assert s.reflectance.shape == (6, H10, W10) and s.reflectance.dtype == np.float32
     assert s.transform == from_origin(X0, Y0, 10, 10) and s.crs.to_epsg() == 32632
@@ -203,8 +209,8 @@ def test_read_safe_decodes_dn_and_metadata(tmp_path):
     assert not s.valid[:3, :3].any() and not s.valid[10, 10]
     assert np.isnan(s.reflectance[:, 10, 10]).all() and s.valid.sum() == H10 * W10 - 10
     # 20 m band: on its own 20 m grid it is exactly the decoded DN ...
-    g20 = sc.Grid(s.crs, from_origin(X0, Y0, 20, 20), H10 // 2, W10 // 2)
-    s20 = sc.read_scene(safe, grid=g20)
+    g20 = Grid(s.crs, from_origin(X0, Y0, 20, 20), H10 // 2, W10 // 2)
+    s20 = read_scene(safe, grid=g20)
     assert np.nanmax(np.abs(s20.reflectance[4] - (dns["B11"] - 1000.0) / 1e4)) < 1e-6
     # ... and on the 10 m grid it is bilinear: interior 10 m pixels mix 20 m neighbours.
     d = (dns["B11"].astype(float) - 1000) / 1e4
@@ -220,7 +226,7 @@ def test_read_safe_decodes_dn_and_metadata(tmp_path):
 
 def test_s2_baseline_offset_and_band_folder(tmp_path):
     old, dns = make_safe(tmp_path / "a", baseline="03.01", offsets=False)
-    s = sc.read_scene(old)  # before 04.00: no offset
+    s = read_scene(old)  # before 04.00: no offset
     assert np.nanmax(np.abs(s.reflectance[0] - dns["B02"] / 1e4)[s.valid]) < 1e-6
     # A flat folder of band files (.jp2 names with GeoTIFF content, no metadata).
     safe, dns = make_safe(tmp_path / "b", ext=".jp2")
@@ -228,12 +234,12 @@ def test_s2_baseline_offset_and_band_folder(tmp_path):
     flat.mkdir()
     for f in safe.rglob("*.jp2"):
         (flat / f.name).write_bytes(f.read_bytes())
-    s = sc.read_scene(flat)
+    s = read_scene(flat)
     assert s.acquired == dt.datetime(2022, 9, 5, 10, 36, 29, tzinfo=dt.UTC)
     az, el = terrain.solar_position(s.acquired, 46.6, 10.7)
     assert abs(s.sun_azimuth_deg - float(az)) < 2 and abs(s.sun_elevation_deg - float(el)) < 1
     assert np.nanmax(np.abs(s.reflectance[3] - (dns["B08"] - 1000.0) / 1e4)) < 1e-6
-    assert sorted(sc.find_scenes(tmp_path)) == sorted([old, safe, flat])
+    assert sorted(find_scenes(tmp_path)) == sorted([old, safe, flat])
 
 
 # ------------------------------------------------------------------ Landsat
@@ -242,7 +248,7 @@ def test_s2_baseline_offset_and_band_folder(tmp_path):
 @pytest.mark.parametrize("mission", [9, 5])
 def test_read_landsat(tmp_path, mission):
     folder, dns = make_landsat(tmp_path, mission)
-    s = sc.read_scene(folder)
+    s = read_scene(folder)
     assert s.sensor == f"landsat{mission}" and s.scene_id == folder.name
     assert s.reflectance.shape == (6, H10, W10)
     assert s.transform == from_origin(X0, Y0, 10, 10)  # same 10 m grid as the S2 scene
@@ -255,18 +261,18 @@ def test_read_landsat(tmp_path, mission):
     assert np.abs(centres - want)[ok].max() < 1e-6
     assert not s.valid[-6:, -6:].any() and s.valid[:-9, :-9].all()
     # The MTL path itself works too.
-    s2 = sc.read_scene(next(folder.glob("*_MTL.txt")))
+    s2 = read_scene(next(folder.glob("*_MTL.txt")))
     assert np.array_equal(s2.valid, s.valid)
 
 
 def test_landsat_sun_from_time_or_error(tmp_path):
     folder, _ = make_landsat(tmp_path / "a", sun=False)
-    s = sc.read_scene(folder)
+    s = read_scene(folder)
     az, el = terrain.solar_position(dt.datetime(2022, 9, 5, 10, 12, 41), 46.6, 10.7)
     assert abs(s.sun_azimuth_deg - float(az)) < 2 and abs(s.sun_elevation_deg - float(el)) < 1
     folder, _ = make_landsat(tmp_path / "b", sun=False, time=False)
     with pytest.raises(InputError, match="_MTL.txt: no sun angles"):
-        sc.read_scene(folder)
+        read_scene(folder)
 
 
 # ------------------------------------------------------------------ GeoTIFF
@@ -278,13 +284,13 @@ def test_read_generic_geotiff(tmp_path):
     p = tmp_path / "stack_20220905.tif"
     _tif(p, arr, 10, nodata=-1)
     bm = {"blue": 7, "green": 2, "red": 3, "nir": 4, "swir1": 5, "swir2": 6}
-    s = sc.read_scene(p, band_map=bm, scale=2.0, offset=-0.1)
+    s = read_scene(p, band_map=bm, scale=2.0, offset=-0.1)
     assert s.reflectance[0, 5, 5] == pytest.approx(0.7 * 2 - 0.1)
     assert s.reflectance[3, 5, 5] == pytest.approx(0.4 * 2 - 0.1)
     assert not s.valid[0, 0] and s.valid.sum() == 30 * 40 - 1
     assert s.acquired.date() == dt.date(2022, 9, 5)
     with pytest.raises(InputError, match="band map"):
-        sc.read_scene(p)  # 7 bands and no band map
+        read_scene(p)  # 7 bands and no band map
 
 
 # ------------------------------------------------------------------ feature stack
@@ -293,8 +299,8 @@ def test_read_generic_geotiff(tmp_path):
 def test_feature_stack_values_and_write(tmp_path, terrain_inputs):
     dem, outl, z30 = terrain_inputs
     safe, _ = make_safe(tmp_path)
-    s = sc.read_scene(safe)
-    st = sc.build_feature_stack(s, dem, outl)
+    s = read_scene(safe)
+    st = build_feature_stack(s, dem, outl)
     assert st.features.shape == (11, H10, W10) and st.features.dtype == np.float32
     assert st.transform == s.transform and st.crs == s.crs
     f = dict(zip(FEATURE_NAMES, st.features, strict=True))
@@ -315,7 +321,7 @@ def test_feature_stack_values_and_write(tmp_path, terrain_inputs):
     assert np.array_equal(np.isfinite(st.features).all(axis=0), st.valid)
     assert np.shares_memory(st.scene.reflectance, st.features)
     out = tmp_path / "stack.tif"
-    sc.write_feature_stack(st, out)
+    write_feature_stack(st, out)
     with rasterio.open(out) as r:
         assert r.count == 11 and r.descriptions == FEATURE_NAMES
         assert r.tags()["scene_id"] == s.scene_id
@@ -323,18 +329,18 @@ def test_feature_stack_values_and_write(tmp_path, terrain_inputs):
     assert np.array_equal(np.isnan(back), np.isnan(st.features))
     assert np.nanmax(np.abs(back - st.features)) == 0
     with pytest.raises(InputError, match="exists"):
-        sc.write_feature_stack(st, out, overwrite=False)
+        write_feature_stack(st, out, overwrite=False)
 
 
 def test_cast_shadow_in_stack_uses_scene_sun(tmp_path, terrain_inputs):
     dem, outl, _ = terrain_inputs
     safe, _ = make_safe(tmp_path)
-    s = sc.read_scene(safe)
-    low = sc.build_feature_stack(
-        sc.dataclasses.replace(s, sun_elevation_deg=10.0, sun_azimuth_deg=90.0), dem, outl
+    s = read_scene(safe)
+    low = build_feature_stack(
+        dataclasses.replace(s, sun_elevation_deg=10.0, sun_azimuth_deg=90.0), dem, outl
     )
-    high = sc.build_feature_stack(
-        sc.dataclasses.replace(s, sun_elevation_deg=60.0, sun_azimuth_deg=90.0), dem, outl
+    high = build_feature_stack(
+        dataclasses.replace(s, sun_elevation_deg=60.0, sun_azimuth_deg=90.0), dem, outl
     )
     i = FEATURE_NAMES.index("shadow_mask")
     assert np.nanmean(low.features[i]) > np.nanmean(high.features[i])
@@ -352,53 +358,53 @@ def test_bad_inputs_name_the_file(tmp_path, terrain_inputs):
     b12 = next(safe.rglob("*_B12_20m.tif"))
     b12.unlink()
     with pytest.raises(InputError, match="missing band file.*B12"):
-        sc.read_scene(safe)
+        read_scene(safe)
     folder, _ = make_landsat(tmp_path / "b", missing="SR_B6")
     with pytest.raises(InputError, match="SR_B6.TIF: missing band file"):
-        sc.read_scene(folder)
+        read_scene(folder)
     safe, _ = make_safe(tmp_path / "c")
     b03 = next(safe.rglob("*_B03_10m.tif"))
     b03.write_bytes(b03.read_bytes()[:600])  # truncated = corrupt
     with pytest.raises(InputError, match=str(b03.name)):
-        sc.read_scene(safe)
+        read_scene(safe)
     safe, _ = make_safe(tmp_path / "d")
     for f in safe.rglob("*.tif"):
         with rasterio.open(f, "r+") as r:
             r.write(np.zeros((1, r.height, r.width), np.uint16))
     with pytest.raises(InputError, match="no valid pixel"):
-        sc.read_scene(safe)
-    s = sc.read_scene(make_safe(tmp_path / "e")[0])
+        read_scene(safe)
+    s = read_scene(make_safe(tmp_path / "e")[0])
     far = tmp_path / "far_dem.tif"
     _tif(far, np.ones((10, 10), np.float32), 30, nodata=-9999, x0=X0 + 50000)
     with pytest.raises(InputError, match="far_dem.tif: DEM does not overlap"):
-        sc.build_feature_stack(s, far, outl)
+        build_feature_stack(s, far, outl)
     import geopandas as gpd
     from shapely.geometry import box
 
     away = tmp_path / "away.gpkg"
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326").to_file(away)
     with pytest.raises(InputError, match="away.gpkg: no outline intersects"):
-        sc.build_feature_stack(s, dem, away)
+        build_feature_stack(s, dem, away)
     out = tmp_path / "x.tif"
     assert not out.exists()
 
 
 def test_sensor_tables():
-    s2 = sensors.sentinel2("05.09")
+    s2 = sentinel2("05.09")
     assert s2.offset == pytest.approx(-0.1) and s2.scale == pytest.approx(1e-4)
-    assert sensors.sentinel2("02.14").offset == 0.0
+    assert sentinel2("02.14").offset == 0.0
     assert (
-        sensors.landsat(7).bands["swir2"] == "SR_B7" and sensors.landsat(7).bands["nir"] == "SR_B4"
+        landsat(7).bands["swir2"] == "SR_B7" and landsat(7).bands["nir"] == "SR_B4"
     )
     assert (
-        sensors.landsat(8).bands["blue"] == "SR_B2" and sensors.landsat(9).bands["swir1"] == "SR_B6"
+        landsat(8).bands["blue"] == "SR_B2" and landsat(9).bands["swir1"] == "SR_B6"
     )
-    assert sensors.landsat_mission("LT05_L2SP_193027_19980811_20200908_02_T1") == 5
-    assert sensors.landsat_mission("LANDSAT_8") == 8
+    assert landsat_mission("LT05_L2SP_193027_19980811_20200908_02_T1") == 5
+    assert landsat_mission("LANDSAT_8") == 8
     dn = np.array([0, 1000, 65535, 11000], np.uint16)
     r = s2.decode(dn)
     assert np.isnan(r[[0, 2]]).all() and abs(r[1]) < 1e-7 and r[3] == pytest.approx(1.0)
-    assert math.isclose(sensors.landsat(9).decode(np.array([7273]))[0], 0.0000075, abs_tol=1e-6)
+    assert math.isclose(landsat(9).decode(np.array([7273]))[0], 0.0000075, abs_tol=1e-6)
 
 
 # ------------------------------------------------------------------ the built-in sample
@@ -407,11 +413,11 @@ def test_sensor_tables():
 def test_sample_scenes_read_back_to_generator_values(sample_dir):
     from glacierfacies import sample
 
-    paths = sc.find_scenes(sample_dir / "scenes")
-    assert len(paths) >= 2 and sc.find_scenes(sample_dir) == paths
+    paths = find_scenes(sample_dir / "scenes")
+    assert len(paths) >= 2 and find_scenes(sample_dir) == paths
     kinds = set()
     for p in paths:
-        s = sc.read_scene(p)
+        s = read_scene(p)
         kinds.add(s.sensor[:7])
         assert s.reflectance.shape[1:] == s.valid.shape and s.valid.mean() > 0.9
         assert s.transform.a == 10 and s.transform.e == -10
@@ -427,19 +433,19 @@ def test_sample_scenes_read_back_to_generator_values(sample_dir):
                 want = decode(r.read(1))
                 res = r.res[0]
             if res not in native:  # read the whole scene onto this band's own grid
-                native[res] = s if res == 10 else sc.read_scene(p, grid=f)
+                native[res] = s if res == 10 else read_scene(p, grid=f)
             got = native[res].reflectance[i]
             ok = np.isfinite(want) & native[res].valid
             assert ok.mean() > 0.9
             assert np.abs(got - want)[ok].max() <= 1e-4, f.name
-        assert s.scene_id in {x for x in sc.scene_ids([p])}
+        assert s.scene_id in {x for x in scene_ids([p])}
 
 
 def test_sample_sensors_share_the_10m_grid(sample_dir):
-    paths = sc.find_scenes(sample_dir / "scenes")
+    paths = find_scenes(sample_dir / "scenes")
     by_date: dict = {}
     for p in paths:
-        s = sc.read_scene(p)
+        s = read_scene(p)
         by_date.setdefault(s.acquired.date(), []).append(s)
     pairs = [v for v in by_date.values() if len({s.sensor[:7] for s in v}) == 2]
     assert pairs, "the sample has an S2 and a Landsat scene of the same date"
@@ -447,7 +453,7 @@ def test_sample_sensors_share_the_10m_grid(sample_dir):
         grids = {(s.transform, s.shape, s.crs.to_epsg()) for s in group}
         assert len(grids) == 1
         stacks = [
-            sc.build_feature_stack(s, sample_dir / "dem.tif", sample_dir / "outlines.gpkg")
+            build_feature_stack(s, sample_dir / "dem.tif", sample_dir / "outlines.gpkg")
             for s in group
         ]
         assert stacks[0].transform == stacks[1].transform and stacks[0].shape == stacks[1].shape
@@ -465,7 +471,7 @@ def test_features_cli(sample_dir, tmp_path):
 
     from glacierfacies.cli import cli
 
-    scene = sc.find_scenes(sample_dir / "scenes")[0]
+    scene = find_scenes(sample_dir / "scenes")[0]
     out = tmp_path / "stack.tif"
     args = [
         "features",
@@ -498,10 +504,10 @@ def test_features_cli(sample_dir, tmp_path):
 # ------------------------------------------------------------------ windowed reads (block mode)
 
 
-def _sub_grid(grid: sc.Grid, r0: int, c0: int, h: int, w: int) -> sc.Grid:
+def _sub_grid(grid: Grid, r0: int, c0: int, h: int, w: int) -> Grid:
     from rasterio.transform import Affine
 
-    return sc.Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
+    return Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
 
 
 def _crop(arr: np.ndarray, r0: int, c0: int, h: int, w: int, fill=np.nan) -> np.ndarray:
@@ -533,9 +539,9 @@ def test_windowed_read_equals_whole_file_read(sample_dir, monkeypatch):
     the bands and mask of reading the whole files onto the same grid: bit-identical for S2
     (10 m slices, 20 m -> 10 m bilinear); Landsat 30 m -> 10 m within 1 float32 ulp (GDAL
     computes the 1/3-pixel bilinear weights relative to the source array origin)."""
-    paths = sc.find_scenes(sample_dir / "scenes")
+    paths = find_scenes(sample_dir / "scenes")
     picks = [next(p for p in paths if p.name.startswith(k)) for k in ("S2", "LC09")]
-    real_read = sc._read_band
+    real_read = _read_band
     windows: list = []
 
     def spy(src, index, path, window=None):
@@ -543,23 +549,23 @@ def test_windowed_read_equals_whole_file_read(sample_dir, monkeypatch):
         return real_read(src, index, path, window=window)
 
     for p, ulps in zip(picks, (0, 1), strict=True):
-        full_grid = sc.scene_grid(p)
+        full_grid = scene_grid(p)
         for box in SUB_BOXES:
             grid = _sub_grid(full_grid, *box)
-            monkeypatch.setattr(sc, "_read_band", spy)
+            monkeypatch.setattr(grid_mod, "_read_band", spy)
             windows.clear()
-            win = sc.read_scene(p, grid=grid)
+            win = read_scene(p, grid=grid)
             for width, height, w in windows:  # a window of about the block, not the file
                 ratio = width / full_grid.width  # 1 (10 m), 1/2 (20 m), 1/3 (30 m)
                 assert w is not None and w.width <= box[3] * ratio + 2 * 3 + 2
                 assert w.height <= box[2] * ratio + 2 * 3 + 2
                 assert w.width < width or w.height < height
             # the whole-file path: every band read in full and resampled from its own grid
-            monkeypatch.setattr(sc, "_read_band", real_read)
+            monkeypatch.setattr(grid_mod, "_read_band", real_read)
             monkeypatch.setattr(
-                sc, "_source_window", lambda src, g: Window(0, 0, src.width, src.height)
+                grid_mod, "_source_window", lambda src, g: Window(0, 0, src.width, src.height)
             )
-            whole = sc.read_scene(p, grid=grid)
+            whole = read_scene(p, grid=grid)
             monkeypatch.undo()
             assert win.grid == grid == whole.grid
             assert np.array_equal(win.valid, whole.valid)
@@ -575,19 +581,19 @@ def test_windowed_read_and_stack_equal_the_cropped_full_scene(sample_dir):
     grid shows the same ulps), and the 11 features (terrain ones where the terrain margin
     holds what matters: proximity where the nearest outline edge is < TERRAIN_MARGIN_M)."""
     dem, outl = sample_dir / "dem.tif", sample_dir / "outlines.gpkg"
-    paths = sc.find_scenes(sample_dir / "scenes")
+    paths = find_scenes(sample_dir / "scenes")
     for p, ulps in [(next(q for q in paths if q.name.startswith(k)), u) for k, u in
                     (("S2", 0), ("LC09", 1))]:
-        full = sc.read_scene(p)
-        assert sc.scene_grid(p) == full.grid
-        fstack = sc.build_feature_stack(full, dem, outl)
+        full = read_scene(p)
+        assert scene_grid(p) == full.grid
+        fstack = build_feature_stack(full, dem, outl)
         for box in SUB_BOXES:
-            s = sc.read_scene(p, grid=_sub_grid(full.grid, *box))
+            s = read_scene(p, grid=_sub_grid(full.grid, *box))
             assert np.array_equal(s.valid, _crop(full.valid, *box, fill=False))
             assert _same(s.reflectance, _crop(full.reflectance, *box), ulps), (p.name, box)
             if ulps == 0:  # 10 m bands are slices: exact whatever the sensor
                 assert _same(s.reflectance[:4], _crop(full.reflectance[:4], *box))
-            st = sc.build_feature_stack(s, dem, outl)
+            st = build_feature_stack(s, dem, outl)
             ref = _crop(fstack.features, *box)
             assert np.array_equal(st.valid, _crop(fstack.valid, *box, fill=False))
             assert _same(st.features[:6], ref[:6], ulps)
@@ -595,7 +601,7 @@ def test_windowed_read_and_stack_equal_the_cropped_full_scene(sample_dir):
                 i = FEATURE_NAMES.index(name)
                 assert _same(st.features[i], ref[i]), name
             i = FEATURE_NAMES.index("proximity")
-            near = np.abs(np.nan_to_num(ref[i], nan=np.inf)) < sc.TERRAIN_MARGIN_M - 10
+            near = np.abs(np.nan_to_num(ref[i], nan=np.inf)) < TERRAIN_MARGIN_M - 10
             assert near.mean() > 0.3 and _same(st.features[i][near], ref[i][near])
             # glacier index: same glaciers (by id) at every pixel; outlines only those touching
             ids = np.array([""] + list(st.outlines.rgi_id))[st.glacier_index]
@@ -613,15 +619,15 @@ def test_scene_grid_reads_no_pixels(tmp_path, monkeypatch):
     folder, _ = make_landsat(tmp_path)
     stack = tmp_path / "stack_20220905.tif"
     _tif(stack, np.ones((6, 20, 30), np.float32), 20, nodata=None, x0=X0 + 5)
-    monkeypatch.setattr(sc, "_read_band", lambda *a, **k: pytest.fail("pixels read"))
-    g = sc.scene_grid(safe)
+    monkeypatch.setattr(grid_mod, "_read_band", lambda *a, **k: pytest.fail("pixels read"))
+    g = scene_grid(safe)
     assert (g.height, g.width, g.transform.a, g.transform.c) == (H10, W10, 10, X0)
-    g = sc.scene_grid(folder)  # 30 m bands -> the 10 m grid on the same extent
+    g = scene_grid(folder)  # 30 m bands -> the 10 m grid on the same extent
     assert (g.height, g.width, g.transform.a, g.transform.f) == (H10, W10 // 3 * 3, 10, Y0)
-    g = sc.scene_grid(stack)  # 20 m at x0 + 5 -> 10 m snapped to multiples of 10 m
+    g = scene_grid(stack)  # 20 m at x0 + 5 -> 10 m snapped to multiples of 10 m
     assert (g.transform.a, g.transform.c, g.width, g.height) == (10, X0, 61, 40)
     monkeypatch.undo()
     for p in (safe, folder, stack):
-        assert sc.scene_grid(p) == sc.read_scene(p).grid
+        assert scene_grid(p) == read_scene(p).grid
     with pytest.raises(InputError, match="not a recognised scene"):
-        sc.scene_grid(safe / "MTD_MSIL2A.xml")
+        scene_grid(safe / "MTD_MSIL2A.xml")

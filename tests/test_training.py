@@ -12,21 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
-from glacierfacies import cleaning
 from glacierfacies.classes import CLASS_NAMES
+from glacierfacies.data.patchset import PatchSet
 from glacierfacies.errors import InputError
-from glacierfacies.patches import PatchSet
-from glacierfacies.training import (
-    TrainConfig,
-    _softmax,
-    augment_batch,
-    epoch_order,
-    focal_loss,
-    fold_splits,
-    load_model,
-    run_protocol,
-    sample_weights,
-)
+from glacierfacies.model.card import load_model
+from glacierfacies.training import cleaning as cleaning
+from glacierfacies.training.calibration import tempered_softmax as _softmax
+from glacierfacies.training.config import TrainConfig
+from glacierfacies.training.loop import augment_batch, epoch_order, focal_loss, sample_weights
+from glacierfacies.training.protocol import fold_splits, run_protocol
 
 torch.set_num_threads(1)  # tiny models: one thread is several times faster on a busy box
 FEATS = ("blue", "green", "red")
@@ -248,7 +242,7 @@ def test_absent_training_class_warns_not_crashes(tmp_path):
     # isotonic calibration (the option) is stored in the card and used by the evaluation
     _, card = load_model(tmp_path / "run" / "round1" / "models" / "fold1.pt")
     assert card.calibration["method"] == "isotonic" and card.temperature > 0
-    from glacierfacies.training import run_evaluation
+    from glacierfacies.training.evaluation import run_evaluation
 
     ev = run_evaluation(ps, tmp_path / "run")
     assert ev["round"] == 1 and ev["calibration"]["method"].startswith("isotonic")
@@ -307,7 +301,7 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
 
 def test_export_onnx(protocol_run, tmp_path):
     pytest.importorskip("onnx")
-    from glacierfacies.training import export_onnx
+    from glacierfacies.model.onnx import export_onnx
 
     _, _, run_dir, _, _ = protocol_run
     out = export_onnx(run_dir / "models" / "fold0.pt", tmp_path / "m.onnx", size=40)
@@ -316,7 +310,7 @@ def test_export_onnx(protocol_run, tmp_path):
     model, card = load_model(run_dir / "models" / "fold0.pt")
     x = np.random.default_rng(0).random((1, 3, 50, 60)).astype(np.float32)
     (got,) = ort.InferenceSession(str(out)).run(None, {"features": x})
-    from glacierfacies.training import DenseProbabilities
+    from glacierfacies.model.onnx import DenseProbabilities
 
     with torch.no_grad():
         want = DenseProbabilities(model, card)(torch.from_numpy(x)).numpy()

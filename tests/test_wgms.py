@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glacierfacies import massbalance as mb
-from glacierfacies import wgms
 from glacierfacies.errors import InputError
+from glacierfacies.products import massbalance as mb
+from glacierfacies.products.glamos import read_glamos
+from glacierfacies.products.wgms import (
+    OVERVIEW_NAME,
+    link_glaciers,
+    read_mbdata,
+    read_overview,
+    read_wgms,
+    wgms_aar_table,
+)
 
 OVERVIEW_HEADER = (
     '"POLITICAL_UNIT","NAME","WGMS_ID","Year","TIME_SYSTEM","BEGIN_PERIOD","END_WINTER",'
@@ -32,7 +40,7 @@ def write_fog(folder: Path, glaciers: dict[int, tuple[str, str, list[tuple[int, 
                       f'{aar},\n')
             lines.append(f"{year},{wid},AT,{name},,,,{bal},,{rgi}\n")
         (folder / "mbdata" / f"mbdata_WGMS-{wid:05d}.csv").write_text("".join(lines))
-    (folder / wgms.OVERVIEW_NAME).write_bytes("".join(ov).encode("latin-1"))
+    (folder / OVERVIEW_NAME).write_bytes("".join(ov).encode("latin-1"))
     return folder
 
 
@@ -41,17 +49,17 @@ def test_read_wgms_units_latin1_and_links(tmp_path):
         491: ("HINTEREIS F.", "RGI60-11.00897", [(2000, 40.0, -500.0), (2001, 0.0, -2100.0)]),
         7: ("GRÜNAU", "RGI60-11.00001", [(2000, 55.0, 120.0)]),
     })
-    rec = wgms.read_wgms(folder)
+    rec = read_wgms(folder)
     assert len(rec) == 3
     row = rec[(rec.wgms_id == 491) & (rec.year == 2000)].iloc[0]
     assert row.annual_balance_mwe == pytest.approx(-0.5)
     assert row.aar == pytest.approx(0.40)
     assert row.ela_m == pytest.approx(2780)
     assert "GRÜNAU" in set(rec.name)
-    links = wgms.link_glaciers(["491", "WGMS-00491", "RGI60-11.00897", "Hintereisferner",
+    links = link_glaciers(["491", "WGMS-00491", "RGI60-11.00897", "Hintereisferner",
                                 "Grünau", "nowhere"], rec).tolist()
     assert links[:5] == ["491", "491", "491", "491", "7"] and pd.isna(links[5])
-    assert len(wgms.wgms_aar_table(rec)) == 3
+    assert len(wgms_aar_table(rec)) == 3
 
 
 def test_missing_columns_name_the_file(tmp_path):
@@ -60,13 +68,13 @@ def test_missing_columns_name_the_file(tmp_path):
     bad.write_text("YEAR,WGMS_ID,NAME,RGI_ID\n2000,1,A,RGI60-11.00001\n")
     with pytest.raises(InputError, match=r"mbdata_WGMS-00001\.csv: missing column\(s\) "
                                          r"ANNUAL_BALANCE"):
-        wgms.read_mbdata(folder / "mbdata")
-    ov = folder / wgms.OVERVIEW_NAME
+        read_mbdata(folder / "mbdata")
+    ov = folder / OVERVIEW_NAME
     ov.write_text('"NAME","WGMS_ID","Year"\n"A",1,2000\n')
     with pytest.raises(InputError, match="OVERVIEW.csv: missing column.*AAR"):
-        wgms.read_overview(ov)
+        read_overview(ov)
     with pytest.raises(InputError, match="WGMS folder not found"):
-        wgms.read_wgms(tmp_path / "nope")
+        read_wgms(tmp_path / "nope")
 
 
 def test_glamos_reader(tmp_path):
@@ -81,21 +89,21 @@ def test_glamos_reader(tmp_path):
         ";;yyyy-mm-dd;yyyy-mm-dd;yyyy-mm-dd;mm w.e.;mm w.e.;mm w.e.;m asl.;%;km2;m;m;\n"
         "Silvrettagletscher;A10g-05;1914-10-01;1915-04-30;1915-09-30;1445;-1860;-415;2795;45;"
         "4.07;2406;3185; VAW\n")
-    g = wgms.read_glamos(f)
+    g = read_glamos(f)
     assert len(g) == 1
     r = g.iloc[0]
     assert (r.sgi_id, r.year, r.annual_balance_mwe, r.aar) == ("A10g-05", 1915, -0.415, 0.45)
-    assert wgms.link_glaciers(["Silvretta", "A10g-05"], g).tolist() == ["A10g-05", "A10g-05"]
+    assert link_glaciers(["Silvretta", "A10g-05"], g).tolist() == ["A10g-05", "A10g-05"]
     f.write_text("not;glamos\n1;2\n")
     with pytest.raises(InputError, match="not a GLAMOS CSV"):
-        wgms.read_glamos(f)
+        read_glamos(f)
 
 
 # ---------------------------------------------------------------- real data
 @pytest.fixture(scope="session")
 def wgms_aar(shared_data):
     """WGMS's own AAR joined to annual balances, read once per session."""
-    return wgms.wgms_aar_table(wgms.read_wgms(shared_data / "wgms"))
+    return wgms_aar_table(read_wgms(shared_data / "wgms"))
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +144,7 @@ def test_real_wgms_acceptance(wgms_regressions):
 
 
 def test_real_glamos(shared_data):
-    g = wgms.read_glamos(shared_data / "glamos" / "massbalance_observation_r2021.csv")
+    g = read_glamos(shared_data / "glamos" / "massbalance_observation_r2021.csv")
     assert len(g) == 971 and g["sgi_id"].nunique() == 30
     silv = g[(g.sgi_id == "A10g-05") & (g.year == 1915)].iloc[0]
     assert silv.annual_balance_mwe == pytest.approx(-0.415) and silv.aar == pytest.approx(0.45)

@@ -1,22 +1,19 @@
-"""One exception type for bad input, and atomic output writing.
+"""The exception hierarchy (after rasterio's `errors.py`).
 
-Every user-facing failure raises `InputError` with a one-line message that names the file
-and the problem; the CLI prints it as `error: ...` and exits non-zero. Outputs are written
-to a temporary sibling and renamed, so a failure never leaves a half-written file.
+Every user-facing failure is a `GlacierFaciesError`; the CLI catches the root and prints
+one line, `error: <path>: <problem>`, and exits non-zero. `InputError` is also a
+`ValueError`, so library callers that catch `ValueError` keep working.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+
+__all__ = ["GlacierFaciesError", "InputError", "ModelMismatchError", "RunStateError"]
 
 
-class InputError(Exception):
-    """Bad user input: a one-line, file-naming message."""
+class GlacierFaciesError(Exception):
+    """Root of every error glacierfacies raises on purpose: a one-line, file-naming message."""
 
     def __init__(self, path: str | os.PathLike | None, problem: str):
         self.path = None if path is None else str(path)
@@ -27,28 +24,13 @@ class InputError(Exception):
         return (type(self), (self.path, self.problem))
 
 
-@contextlib.contextmanager
-def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+class InputError(GlacierFaciesError, ValueError):
+    """Bad user input: missing or corrupt file, wrong CRS, missing band, unknown class."""
 
-    Works for files and folders (the block creates whichever it wants at the yielded path).
-    """
-    dest = Path(dest)
-    if not dest.parent.exists():
-        raise InputError(dest.parent, "output folder does not exist")
-    if dest.exists() and not overwrite:
-        raise InputError(dest, "output exists; pass --overwrite to replace it")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    os.unlink(tmp_name)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+
+class ModelMismatchError(InputError):
+    """A model and the data it is applied to disagree (features, classes, patch size)."""
+
+
+class RunStateError(GlacierFaciesError):
+    """A run folder holds results that this run cannot continue (another configuration)."""

@@ -1,0 +1,109 @@
+"""Private output helpers shared by every writer (after cleanlab's `internal/`).
+
+One atomic write (temporary sibling, then rename), one JSON encoder and writer, one figure
+saver: so no module hand-rolls temp-and-rename or its own JSON fallbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from glacierfacies.errors import InputError
+
+__all__ = ["atomic_output", "json_default", "save_figure", "to_json", "write_json", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    Works for files and folders (the block creates whichever it wants at the yielded path).
+    """
+    dest = Path(dest)
+    if not dest.parent.exists():
+        raise InputError(dest.parent, "output folder does not exist")
+    if dest.exists() and not overwrite:
+        raise InputError(dest, "output exists; pass --overwrite to replace it")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    os.unlink(tmp_name)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def json_default(obj: Any) -> Any:
+    """numpy scalars and arrays as Python values, anything else (paths, dates, CRS) as text."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _nan_to_null(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_null(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(obj: Any, *, indent: int | None = 2, strict: bool = False,
+            sort_keys: bool = False) -> str:
+    """JSON text; `strict` writes NaN and infinities as null (strict JSON for other tools)."""
+    if strict:
+        return json.dumps(_nan_to_null(obj), indent=indent, default=json_default,
+                          allow_nan=False, sort_keys=sort_keys)
+    return json.dumps(obj, indent=indent, default=json_default, sort_keys=sort_keys)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2,
+               strict: bool = False, overwrite: bool = True) -> Path:
+    """Write `obj` as JSON to `path` atomically (see `to_json`)."""
+    text = to_json(obj, indent=indent, strict=strict)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Write text (UTF-8) to `path` atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path

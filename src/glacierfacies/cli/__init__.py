@@ -1,0 +1,5 @@
+"""The `glacierfacies` command line."""
+
+from glacierfacies.cli.main import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,5 @@
+"""`python -m glacierfacies.cli`: the same as the `glacierfacies` command."""
+
+from glacierfacies.cli.main import main
+
+main()

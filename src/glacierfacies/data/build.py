@@ -1,0 +1,239 @@
+"""Build a PatchSet from scenes, a DEM, outlines and labelled points."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from glacierfacies.classes import CLASS_NAMES
+from glacierfacies.data.folds import assign_folds, folds_from_column
+from glacierfacies.data.patchset import (
+    PatchSet,
+    PatchSetWriter,
+    check_dtype,
+    check_patch_size,
+    labels_from_names,
+    normalise_table,
+)
+from glacierfacies.errors import InputError
+from glacierfacies.features import FEATURE_NAMES, resolve_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def sample_windows(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut S×S windows centred on (row, col) pixels of a (F, H, W) stack.
+
+    Returns (windows of the usable points, usable mask, edge mask): a point is skipped when
+    its window crosses the raster edge (`edge`) or holds any non-finite value, i.e. invalid
+    pixels (the training code cannot use NaN inputs).
+    """
+    h = patch_size // 2
+    _, height, width = features.shape
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    edge = (rows - h < 0) | (cols - h < 0) | (rows + h >= height) | (cols + h >= width)
+    inside = np.flatnonzero(~edge)
+    out = np.empty((len(inside), features.shape[0], patch_size, patch_size), features.dtype)
+    for j, i in enumerate(inside):
+        r, c = rows[i], cols[i]
+        out[j] = features[:, r - h:r + h + 1, c - h:c + h + 1]
+    finite = np.isfinite(out).reshape(len(inside), -1).all(axis=1)
+    usable = np.zeros(len(rows), dtype=bool)
+    usable[inside[finite]] = True
+    return out[finite], usable, edge
+
+
+def read_labels(labels_path: str | os.PathLike) -> Any:
+    """Labelled points (GeoPackage, or anything pyogrio reads) with checked columns."""
+    import geopandas as gpd
+
+    labels_path = Path(labels_path)
+    if not labels_path.exists():
+        raise InputError(labels_path, "labels file does not exist")
+    try:
+        gdf = gpd.read_file(labels_path)
+    except Exception as exc:  # pyogrio raises several types
+        raise InputError(labels_path, f"cannot read labels: {exc}".splitlines()[0]) from None
+    missing = [c for c in ("class", "glacier", "scene_id") if c not in gdf.columns]
+    if missing:
+        raise InputError(labels_path, f"labels lack column(s) {missing}")
+    if gdf.crs is None:
+        raise InputError(labels_path, "labels have no CRS")
+    if len(gdf) == 0:
+        raise InputError(labels_path, "no labelled points")
+    if not (gdf.geometry.geom_type == "Point").all():
+        raise InputError(labels_path, "labels must be points")
+    for code, name in enumerate(gdf["class"].astype(str)):
+        if name not in CLASS_NAMES:
+            raise InputError(labels_path, f"unknown class {name!r} (row {code}); "
+                                          f"known: {', '.join(CLASS_NAMES)}")
+    return gdf
+
+
+def build_patchset(
+    scene_paths: Sequence[str | os.PathLike],
+    dem_path: str | os.PathLike,
+    outlines_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    patch_size: int = 33,
+    features: str | Sequence[str] = "all",
+    dtype: str = "float32",
+    k_folds: int = 6,
+    fold_column: str | None = None,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = True,
+) -> PatchSet:
+    """Sample S×S patches of the feature stack at every labelled point.
+
+    Points are matched to scenes by `scene_id`, reprojected to the scene CRS and cut around
+    their pixel. Points whose window crosses the scene edge or holds invalid (non-finite)
+    pixels are skipped with a warning, and counted in `provenance["summary"]`. Labels whose
+    scene is not given, or that lie outside their scene, raise InputError. With `out_dir`
+    the patches are written straight to disk (never all in RAM) and the set is returned
+    memory-mapped.
+    """
+    from rasterio.transform import rowcol
+    from tqdm import tqdm
+
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.scenes.reader import scene_ids as ids_of_scenes
+    from glacierfacies.stack import build_feature_stack
+
+    patch_size = check_patch_size(patch_size)
+    dt = check_dtype(dtype)
+    try:
+        feature_names = resolve_features(features)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    fidx = [FEATURE_NAMES.index(n) for n in feature_names]
+    gdf = read_labels(labels_path)
+    if fold_column is not None and fold_column not in gdf.columns:
+        raise InputError(labels_path, f"fold column {fold_column!r} not in labels")
+    scene_ids = gdf["scene_id"].astype(str).to_numpy()
+    if fold_column is None:  # fail before the slow sampling when k > number of glaciers
+        assign_folds(gdf["glacier"].astype(str).to_numpy(), k_folds, seed, labels_path)
+
+    ids = [str(s) for s in ids_of_scenes(scene_paths)]  # from names/metadata, no pixels read
+    scenes: dict[str, Any] = {}
+    for sid, p in zip(ids, scene_paths, strict=True):
+        scenes.setdefault(sid, p)
+    unknown = sorted(set(scene_ids) - set(scenes))
+    if unknown:
+        n_bad = int(np.isin(scene_ids, unknown).sum())
+        raise InputError(labels_path, f"{n_bad} label(s) fall in no given scene "
+                                      f"(scene_id {unknown[:3]}{' ...' if len(unknown) > 3 else ''})")
+
+    n = len(gdf)
+    writer = None
+    if out_dir is not None:
+        writer = PatchSetWriter(out_dir, n, feature_names, patch_size, dt, overwrite).__enter__()
+        store = writer.patches
+    else:
+        store = np.empty((n, len(feature_names), patch_size, patch_size), dtype=dt)
+    try:
+        keep = np.zeros(n, dtype=bool)
+        xs = np.full(n, np.nan)
+        ys = np.full(n, np.nan)
+        crs_txt = np.full(n, "", dtype=object)
+        sensors = np.full(n, "", dtype=object)
+        dates = np.full(n, "", dtype=object)
+        per_scene: dict[str, dict[str, int]] = {}
+        for sid in tqdm(sorted(set(scene_ids)), desc="sampling scenes", unit="scene"):
+            sc = read_scene(scenes[sid])
+            stack = build_feature_stack(sc, dem_path, outlines_path)
+            feats = np.asarray(stack.features)[fidx]
+            rows_i = np.flatnonzero(scene_ids == sid)
+            pts = gdf.geometry.iloc[rows_i].to_crs(stack.crs)
+            x, y = pts.x.to_numpy(), pts.y.to_numpy()
+            r, c = rowcol(stack.transform, x, y)
+            r, c = np.asarray(r), np.asarray(c)
+            height, width = feats.shape[1:]
+            outside = (r < 0) | (c < 0) | (r >= height) | (c >= width)
+            if outside.any():
+                raise InputError(labels_path, f"{int(outside.sum())} label(s) of scene {sid} "
+                                              f"lie outside it (e.g. point at x={x[outside][0]:.1f}, "
+                                              f"y={y[outside][0]:.1f} in {stack.crs})")
+            windows, usable, edge = sample_windows(feats, r, c, patch_size)
+            store[rows_i[usable]] = windows.astype(dt, copy=False)
+            keep[rows_i[usable]] = True
+            xs[rows_i], ys[rows_i] = x, y
+            crs_txt[rows_i] = stack.crs.to_string()
+            sensors[rows_i] = str(getattr(sc, "sensor", ""))
+            acq = getattr(sc, "acquired", None)
+            dates[rows_i] = acq.date().isoformat() if acq is not None else ""
+            n_edge, n_invalid = int(edge.sum()), int((~usable & ~edge).sum())
+            per_scene[sid] = {"labels": len(rows_i), "kept": int(usable.sum()),
+                              "skipped_edge": n_edge, "skipped_invalid": n_invalid}
+            if n_edge or n_invalid:
+                warnings.warn(
+                    f"scene {sid}: skipped {n_edge} point(s) within {patch_size // 2} px of the "
+                    f"scene edge and {n_invalid} whose {patch_size}x{patch_size} window has "
+                    "invalid pixels", stacklevel=2)
+        if not keep.any():
+            raise InputError(labels_path, "no point has a full valid window in its scene")
+        table = _labels_table(gdf, xs, ys, crs_txt, sensors, dates)
+        table = table.iloc[np.flatnonzero(keep)].reset_index(drop=True)
+        gdf_kept = gdf.iloc[np.flatnonzero(keep)]
+        if fold_column is not None:
+            folds, fold_config = folds_from_column(gdf_kept[fold_column].to_numpy(),
+                                                   table["glacier"], labels_path)
+        else:
+            folds = assign_folds(table["glacier"], k_folds, seed, labels_path)
+            fold_config = {"k": k_folds, "method": "glacier-greedy", "seed": seed}
+        table["fold"] = folds
+        summary = {
+            "labels": n, "kept": int(keep.sum()),
+            "skipped_edge": sum(v["skipped_edge"] for v in per_scene.values()),
+            "skipped_invalid": sum(v["skipped_invalid"] for v in per_scene.values()),
+            "per_scene": per_scene,
+        }
+        provenance = {
+            "source": "scenes", "labels": str(labels_path), "dem": str(dem_path),
+            "outlines": str(outlines_path), "scenes": {k: str(v) for k, v in scenes.items()},
+            "features": list(feature_names), "summary": summary,
+            "edge_rule": "points whose window crosses the scene edge or holds non-finite "
+                         "values are skipped",
+        }
+        if writer is not None:
+            writer.shrink(keep)
+            writer.finish(table, CLASS_NAMES, None, provenance, fold_config)
+            writer.__exit__(None, None, None)
+            writer = None
+            return PatchSet.load(out_dir)
+        labels = labels_from_names(table["class"].tolist())
+        return PatchSet(store[keep], labels, table, feature_names, CLASS_NAMES, patch_size,
+                        None, provenance, fold_config)
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc), exc, None)
+        raise
+
+
+def _labels_table(gdf: Any, xs: np.ndarray, ys: np.ndarray, crs_txt: np.ndarray,
+                  sensors: np.ndarray, dates: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
+    t = pd.DataFrame({
+        "class": gdf["class"].astype(str).to_numpy(),
+        "glacier": gdf["glacier"].astype(str).to_numpy(),
+        "scene_id": gdf["scene_id"].astype(str).to_numpy(),
+    })
+    t["date"] = (gdf["date"].astype(str).str.slice(0, 10).to_numpy() if "date" in gdf
+                 else dates)
+    t["sensor"] = gdf["sensor"].astype(str).to_numpy() if "sensor" in gdf else sensors
+    t["region"] = gdf["region"].astype(str).to_numpy() if "region" in gdf else ""
+    t["fold"] = -1
+    t["x"], t["y"], t["crs"] = xs, ys, crs_txt
+    t["point_id"] = (gdf["point_id"].astype(str).to_numpy() if "point_id" in gdf
+                     else np.arange(len(gdf)).astype(str))
+    return normalise_table(t)
+

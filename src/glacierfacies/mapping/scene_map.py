@@ -1,0 +1,303 @@
+"""Map one scene: feature stack (whole or by blocks) -> dense ensemble inference -> COG."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
+from glacierfacies.errors import InputError
+from glacierfacies.mapping.cog import write_outputs
+from glacierfacies.mapping.config import PathLike, check_device, parse_buffer
+from glacierfacies.model.card import load_members
+
+
+def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
+    """Pixels to classify: inside the outlines, or within `buffer_m` metres of them."""
+    if buffer_m <= 0:
+        return np.asarray(stack.glacier_index) > 0
+    from rasterio.features import rasterize
+
+    shapes = [g for g in stack.outlines.geometry.buffer(buffer_m) if g is not None and not g.is_empty]
+    height, width = np.asarray(stack.glacier_index).shape
+    if not shapes:
+        return np.zeros((height, width), bool)
+    burned = rasterize(
+        ((g, 1) for g in shapes), out_shape=(height, width), transform=stack.transform,
+        fill=0, dtype="uint8",
+    )
+    return burned.astype(bool) | (np.asarray(stack.glacier_index) > 0)
+
+
+@dataclass
+class MapResult:
+    """What `map_scene` did: outputs, pixel counts per class, timings."""
+
+    scene: str
+    outputs: list[str]
+    n_classified: int
+    class_counts: dict[str, int]
+    seconds: float
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def predict_stack(
+    members: Sequence[Any],
+    stack: Any,
+    buffer_m: float = 0.0,
+    tile_size: int = 1024,
+    device: str = "cpu",
+    precision: str = "fp32",
+    return_probs: bool = False,
+    progress: bool = False,
+    outlines_path: PathLike | None = None,
+):
+    """Dense prediction for a FeatureStack (no smoothing): `inference.DensePrediction`."""
+    from glacierfacies.mapping.inference import dense_predict
+
+    mask = glacier_mask(stack, buffer_m)
+    if not mask.any():
+        raise InputError(outlines_path, "no glacier outline overlaps the scene")
+    return dense_predict(
+        members, stack.features, mask=mask, valid=stack.valid, tile_size=tile_size,
+        device=device, return_probs=return_probs, precision=precision, progress=progress,
+    )
+
+
+BLOCK_THRESHOLD_PX = 5000 * 5000  # scenes larger than this are mapped block by block
+
+
+DEFAULT_BLOCK_SIZE = 2048
+
+
+BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around each block
+
+
+def scene_grid(scene: PathLike) -> Any:
+    """The scene's 10 m grid without reading pixels (`scene.scene_grid`)."""
+    from glacierfacies.scenes.reader import scene_grid as _scene_grid
+
+    return _scene_grid(scene)
+
+
+def _check_dem_overlap(dem: PathLike, grid: Any) -> None:
+    """InputError naming the DEM when its bounds miss the scene grid (cheap, no pixels read)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(dem) as src:
+            if src.crs is None:
+                raise InputError(dem, "DEM has no CRS")
+            w, s, e, n = transform_bounds(grid.crs, src.crs, *grid.bounds)
+            b = src.bounds
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(dem, f"cannot read DEM ({str(exc).splitlines()[0]})") from None
+    if w >= b.right or e <= b.left or s >= b.top or n <= b.bottom:
+        raise InputError(dem, "DEM does not overlap the scene")
+
+
+def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
+    """Glacier mask (+ buffer) rasterised on the whole scene grid, as build_feature_stack does."""
+    from rasterio.features import rasterize
+
+    from glacierfacies.outlines import _read_outlines
+
+    gdf = _read_outlines(outlines, grid)  # raises when no outline touches the scene
+    geoms = list(gdf.geometry)
+    if buffer_m > 0:
+        geoms += [g for g in gdf.geometry.buffer(buffer_m) if g is not None and not g.is_empty]
+    mask = rasterize(((g, 1) for g in geoms), out_shape=grid.shape, transform=grid.transform,
+                     fill=0, dtype="uint8")
+    return mask.astype(bool)
+
+
+def _predict_blocks(
+    members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
+    mask: np.ndarray, block_size: int, tile_size: int, device: str, precision: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Dense prediction block by block: each block (+ halo + context) read as a window grid.
+
+    Memory ~ one block's features plus the (H, W) class/confidence/mask arrays. Optical
+    features equal the whole-scene ones; terrain features see `BLOCK_CONTEXT_PX` plus
+    scene.TERRAIN_MARGIN_M of terrain beyond the block (cast shadows longer than that, or
+    proximity to an edge farther than that, can differ from a whole-scene run).
+    """
+    from rasterio.transform import Affine
+
+    from glacierfacies.mapping.inference import dense_predict
+    from glacierfacies.scenes.grid import Grid
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.stack import build_feature_stack
+
+    height, width = grid.shape
+    margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
+    classes = np.full((height, width), NODATA_CLASS, np.uint8)
+    confidence = np.full((height, width), np.nan, np.float32)
+    blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
+    todo = [(r, c) for r, c in blocks if mask[r : r + block_size, c : c + block_size].any()]
+    info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
+            "scene_id": None, "sensor": "", "acquired": ""}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="blocks", unit="block")
+    for r0, c0 in todo:
+        bh, bw = min(block_size, height - r0), min(block_size, width - c0)
+        bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - margin, r0 - margin),
+                        bh + 2 * margin, bw + 2 * margin)
+        try:
+            block_scene = read_scene(scene, grid=bgrid)
+        except InputError as exc:
+            if "no valid pixel" in exc.problem:
+                continue
+            raise
+        stack = build_feature_stack(block_scene, dem, outlines)
+        info.update(scene_id=block_scene.scene_id, sensor=block_scene.sensor,
+                    acquired=block_scene.acquired)
+        bmask = np.zeros(bgrid.shape, bool)
+        rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
+        re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
+        bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
+            = mask[rs:re_, cs:ce]
+        pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
+                             device=device, precision=precision)
+        core = (slice(margin, margin + bh), slice(margin, margin + bw))
+        classes[r0 : r0 + bh, c0 : c0 + bw] = pred.classes[core]
+        confidence[r0 : r0 + bh, c0 : c0 + bw] = pred.confidence[core]
+        info["blocks_run"] += 1
+        info["tiles_run"] += pred.tiles_run
+        info["tiles_skipped"] += pred.tiles_skipped
+        del stack, block_scene, pred
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return classes, confidence, info
+
+
+def map_scene(
+    scene: PathLike,
+    dem: PathLike,
+    outlines: PathLike,
+    models: Sequence[PathLike],
+    out: PathLike,
+    confidence_out: PathLike | None = None,
+    buffer: str | float = 0.0,
+    smoothing: bool = True,
+    device: str = "cpu",
+    tile_size: int = 1024,
+    overwrite: bool = False,
+    confidence_dtype: str = "uint8",
+    precision: str = "fp32",
+    progress: bool = True,
+    members: Sequence[Any] | None = None,
+    block_size: int | None = None,
+) -> MapResult:
+    """Map one scene to a facies COG (+ confidence COG, + .qml); see the module docstring.
+
+    `block_size` None: whole-scene features for scenes up to BLOCK_THRESHOLD_PX pixels,
+    blocks of DEFAULT_BLOCK_SIZE beyond; 0 forces whole-scene, N > 0 forces blocks of N.
+    """
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.smoothing import mode_filter
+    from glacierfacies.stack import build_feature_stack
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    for t in [out, out.with_suffix(".qml")] + ([Path(confidence_out)] if confidence_out else []):
+        if not t.parent.is_dir():
+            raise InputError(t.parent, "output folder does not exist")
+        if t.exists() and not overwrite:
+            raise InputError(t, "output exists; pass --overwrite to replace it")
+    check_device(device)
+    if tile_size < 1:
+        raise InputError(None, f"--tile-size must be >= 1, got {tile_size}")
+    try:
+        buffer_m = parse_buffer(buffer)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    if confidence_dtype not in ("uint8", "float32"):
+        raise InputError(None, f"confidence dtype must be uint8 or float32, got {confidence_dtype}")
+    for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
+        if not Path(p).exists():
+            raise InputError(p, f"{what} does not exist")
+    if members is None:
+        members = load_members(models)
+    grid = scene_grid(scene)
+    _check_dem_overlap(dem, grid)
+    if block_size is None:
+        block_size = DEFAULT_BLOCK_SIZE if grid.height * grid.width > BLOCK_THRESHOLD_PX else 0
+    if block_size > 0:
+        mask = _outline_mask(outlines, grid, buffer_m)
+        if not mask.any():
+            raise InputError(outlines, "no glacier outline overlaps the scene")
+        classes, conf, info = _predict_blocks(
+            members, scene, dem, outlines, grid, mask, block_size, tile_size, device,
+            precision, progress,
+        )
+        del mask
+        transform, crs = grid.transform, grid.crs
+        ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired")}
+        tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
+    else:
+        sc = read_scene(scene)
+        stack = build_feature_stack(sc, dem, outlines)
+        pred = predict_stack(
+            members, stack, buffer_m, tile_size, device, precision, progress=progress,
+            outlines_path=outlines,
+        )
+        classes, conf = pred.classes, pred.confidence
+        transform, crs = stack.transform, stack.crs
+        ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired}
+        tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
+        del stack, sc, pred
+    if smoothing:
+        classes = mode_filter(classes)
+    counts = np.bincount(classes[classes != NODATA_CLASS], minlength=len(CLASS_NAMES))
+    meta = {
+        "SCENE_ID": str(ident["scene_id"] or scene_stem(scene)),
+        "SENSOR": str(ident["sensor"]),
+        "ACQUIRED": str(ident["acquired"]),
+        "MODELS": ",".join(Path(m).name for m in models),
+        "SMOOTHING": "mode3x3" if smoothing else "none",
+        "BUFFER_M": f"{buffer_m:g}",
+    }
+    outputs = write_outputs(
+        classes, transform, crs, out, conf, confidence_out, confidence_dtype, overwrite, meta,
+    )
+    return MapResult(
+        scene=str(scene), outputs=[str(p) for p in outputs],
+        n_classified=int(counts.sum()),
+        class_counts={n: int(c) for n, c in zip(CLASS_NAMES, counts, strict=True)},
+        seconds=time.perf_counter() - t0, tiles_run=tiles_run, tiles_skipped=tiles_skipped,
+        extra=info,
+    )
+
+
+def scene_stem(scene: PathLike) -> str:
+    """Output name stem of a scene path: the folder/file name without .SAFE/.tif suffixes."""
+    name = Path(scene).name
+    for suffix in (".SAFE", ".safe", ".tif", ".tiff", ".TIF", ".vrt", ".zip"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def output_paths(scene: PathLike, out_dir: PathLike, confidence: bool) -> tuple[Path, Path | None]:
+    """Where map-many writes a scene: OUT_DIR/<stem>_facies.tif (+ _confidence.tif)."""
+    stem = scene_stem(scene)
+    out_dir = Path(out_dir)
+    return out_dir / f"{stem}_facies.tif", (
+        out_dir / f"{stem}_confidence.tif" if confidence else None
+    )
+

@@ -1,0 +1,158 @@
+"""The model file: a state dict plus a card of features, classes, normalisation and calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from glacierfacies._io import atomic_output
+from glacierfacies.errors import InputError
+from glacierfacies.features import FEATURE_NAMES
+from glacierfacies.mapping.config import PathLike
+from glacierfacies.model.network import TwoScaleCNN
+
+
+@dataclass
+class ModelCard:
+    """What a model file needs to be used correctly: inputs, classes, calibration, scores."""
+
+    features: list[str]
+    classes: list[str]
+    patch_size: int
+    normalisation: dict[str, list[float]]
+    architecture: dict[str, Any]
+    training: dict[str, Any]
+    calibration: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fold: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return json.dumps(d, indent=2, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str, path: str | None = None) -> ModelCard:
+        d = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)} - {"path"}
+        return cls(**{k: v for k, v in d.items() if k in known}, path=path)
+
+    def check_features(self, names: Sequence[str], source: str | os.PathLike | None = None) -> None:
+        """One-line InputError when the data's features are not the model's (order matters)."""
+        names = list(names)
+        if names != list(self.features):
+            missing = [n for n in self.features if n not in names]
+            detail = f"missing {missing}" if missing else "in a different order"
+            raise InputError(
+                source or self.path,
+                f"model expects features {','.join(self.features)} but the data has "
+                f"{','.join(names)} ({detail})",
+            )
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def save_model(model: TwoScaleCNN, card: ModelCard, path: str | os.PathLike) -> Path:
+    """Write PATH (state_dict, .pt) and the card beside it (.json), both atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+    with atomic_output(path.with_suffix(".json")) as tmp:
+        tmp.write_text(card.to_json())
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[TwoScaleCNN, ModelCard]:
+    """(model in eval mode, card) from foldK.pt or foldK.json."""
+    path = Path(path)
+    pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
+    for p in (pt, js):
+        if not p.is_file():
+            raise InputError(p, "model file not found (need foldK.pt and its foldK.json card)")
+    try:
+        card = ModelCard.from_json(js.read_text(), path=str(js))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InputError(js, f"invalid model card: {exc}") from None
+    model = TwoScaleCNN(**card.architecture)
+    try:
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # torch raises several types for bad files
+        raise InputError(pt, f"cannot load weights: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), card
+
+
+def _card_get(card: Any, key: str, default: Any = None) -> Any:
+    if isinstance(card, dict):
+        return card.get(key, default)
+    return getattr(card, key, default)
+
+
+def load_members(model_paths: Sequence[PathLike]) -> list:
+    """Load fold models and their cards into `inference.Member`s (features, norm, temperature).
+
+    A model that expects a feature this run cannot build is a one-line InputError naming it.
+    """
+    from glacierfacies.mapping.inference import Member
+    from glacierfacies.model.card import load_model
+
+    if not model_paths:
+        raise InputError(None, "no model given (--model)")
+    members = []
+    for path in model_paths:
+        if not Path(path).exists():
+            raise InputError(path, "model file does not exist")
+        model, card = load_model(path)
+        names = list(_card_get(card, "features") or [])
+        missing = [n for n in names if n not in FEATURE_NAMES]
+        if missing or not names:
+            raise InputError(
+                path,
+                f"model expects feature(s) {missing or names} that mapping cannot build "
+                f"(available: {', '.join(FEATURE_NAMES)})",
+            )
+        norm = _card_get(card, "normalisation")
+        calib = _card_get(card, "calibration") or {}
+        temperature = float(calib.get("temperature", 1.0)) if isinstance(calib, dict) else 1.0
+        members.append(
+            Member(
+                model=model,
+                temperature=temperature,
+                feature_index=[FEATURE_NAMES.index(n) for n in names],
+                minimum=None if norm is None else list(norm["min"]),
+                maximum=None if norm is None else list(norm["max"]),
+            )
+        )
+    sizes = {m.patch_size for m in members}
+    if len(sizes) > 1:
+        raise InputError(model_paths[0], f"ensemble models have different patch sizes {sizes}")
+    return members
+

@@ -1,0 +1,276 @@
+"""Products of facies maps: one row per glacier x scene (class areas, AAR, snowline)."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from rasterio.warp import reproject
+from rasterio.windows import Window, from_bounds
+from tqdm import tqdm
+
+from glacierfacies._io import atomic_output
+from glacierfacies.classes import N_CLASSES, NODATA_CLASS
+from glacierfacies.errors import InputError
+from glacierfacies.products import massbalance as mb
+
+ID_COLUMNS = ("glacier", "rgi_id", "RGIId", "name", "Name", "wgms_id")
+
+
+CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
+
+
+_DATE_RES = (
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?:T\d{6})?(?!\d)"),
+)
+
+
+# ---------------------------------------------------------------- scene metadata
+def _parse_date(text: str) -> str | None:
+    for rx in _DATE_RES:
+        for m in rx.finditer(text):
+            try:
+                return datetime(int(m[1]), int(m[2]), int(m[3])).date().isoformat()
+            except ValueError:
+                continue
+    return None
+
+
+def _sensor_from_name(name: str) -> str:
+    up = name.upper()
+    for prefix, sensor in (("S2A", "S2A"), ("S2B", "S2B"), ("S2C", "S2C"), ("LC09", "L9"),
+                           ("LC08", "L8"), ("LE07", "L7"), ("S2", "S2")):
+        if prefix in up:
+            return sensor
+    return ""
+
+
+def scene_metadata(path: Path, tags: dict[str, str], override: dict[str, str] | None = None
+                   ) -> dict[str, str]:
+    """scene_id / date / sensor of a map: CLI overrides, else GeoTIFF tags, else file name."""
+    low = {k.lower(): v for k, v in tags.items()}
+    override = {k: v for k, v in (override or {}).items() if v}
+    stem = path.name.split(".")[0]
+    scene_id = override.get("scene_id") or low.get("scene_id") or re.sub(
+        r"^(facies|classes|class|map)_|(_(facies|classes|class|map|smoothed))+$", "", stem,
+        flags=re.IGNORECASE)
+    date = override.get("date") or low.get("date") or low.get("acquired") or ""
+    date = _parse_date(str(date)) or _parse_date(scene_id) or _parse_date(stem) or ""
+    sensor = override.get("sensor") or low.get("sensor") or _sensor_from_name(scene_id)
+    return {"scene_id": str(scene_id), "date": date, "sensor": str(sensor)}
+
+
+def _find_confidence(map_path: Path, ds: rasterio.DatasetReader) -> Path | int | None:
+    """A confidence layer for a map: band 2 named 'confidence', or a sibling *confidence*.tif."""
+    for b, desc in enumerate(ds.descriptions, start=1):
+        if b > 1 and desc and "confidence" in desc.lower():
+            return b
+    stem = map_path.name.split(".")[0]
+    candidates = [f"{stem}_confidence.tif", f"{stem}.confidence.tif"]
+    for word in ("facies", "classes", "class", "map"):
+        if word in stem:
+            candidates.append(stem.replace(word, "confidence") + ".tif")
+    for c in candidates:
+        if (map_path.parent / c).is_file() and (map_path.parent / c) != map_path:
+            return map_path.parent / c
+    return None
+
+
+# ---------------------------------------------------------------- products
+def read_outlines(path: str | Path, id_column: str | None = None) -> tuple[gpd.GeoDataFrame, str]:
+    """Glacier polygons and the column that names them (`id_column` or the first usual one)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "outline file not found")
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputError(path, f"not a readable vector file ({str(exc).splitlines()[0]})") from None
+    if gdf.empty or gdf.crs is None:
+        raise InputError(path, "no outlines" if gdf.empty else "outlines have no CRS")
+    col = id_column or next((c for c in ID_COLUMNS if c in gdf.columns), None)
+    if col is None or col not in gdf.columns:
+        raise InputError(path, f"no glacier id column (tried {', '.join(ID_COLUMNS)}); "
+                               "pass --id-column")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
+    return gdf, col
+
+
+def _read_window(ds: rasterio.DatasetReader, band: int, window: Window, fill: float) -> np.ndarray:
+    return ds.read(band, window=window, boundless=True, fill_value=fill)
+
+
+def compute_products(
+    maps: list[str | Path],
+    outlines: str | Path,
+    dem: str | Path | None,
+    config: mb.ProductConfig | None = None,
+    confidence: list[str | Path | None] | None = None,
+    probabilities: list[str | Path | None] | None = None,
+    id_column: str | None = None,
+    scene_override: dict[str, str] | None = None,
+) -> gpd.GeoDataFrame:
+    """One row per glacier x map: class areas, observed fraction, AAR, snowline, confidence.
+
+    Each glacier is rasterised on its map's grid over the full outline extent; the part of a
+    glacier outside the map counts as unobserved (nodata). The DEM is resampled bilinearly
+    onto the same window. Confidence comes from `confidence[i]`, else a map band or sibling
+    file named *confidence*; probabilities (8-band rasters) resolve shadow when the config
+    asks for it. `scene_override` (scene_id/date/sensor) applies to a single map only.
+    """
+    config = config or mb.ProductConfig()
+    gdf, col = read_outlines(outlines, id_column)
+    if scene_override and any(scene_override.values()) and len(maps) > 1:
+        raise InputError(None, "--scene-id/--date/--sensor apply to a single map only")
+    dem_ds = None
+    if dem is not None:
+        if not Path(dem).is_file():
+            raise InputError(dem, "DEM not found")
+        dem_ds = rasterio.open(dem)
+    rows: list[dict] = []
+    try:
+        for i, map_path in enumerate(tqdm(maps, desc="products", unit="map",
+                                          disable=len(maps) < 2)):
+            map_path = Path(map_path)
+            conf_arg = confidence[i] if confidence and i < len(confidence) else None
+            prob_arg = probabilities[i] if probabilities and i < len(probabilities) else None
+            rows.extend(_map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg,
+                                      scene_override))
+    finally:
+        if dem_ds is not None:
+            dem_ds.close()
+    columns = ["glacier", *[c for c in CARRY_COLUMNS if c in gdf.columns and c != col],
+               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS]
+    table = pd.DataFrame(rows, columns=[*columns, "_row"])
+    geometry = gdf.geometry.iloc[table["_row"].to_numpy()].to_numpy() if len(table) else []
+    return gpd.GeoDataFrame(table.drop(columns="_row"), geometry=list(geometry), crs=gdf.crs)
+
+
+def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_override):
+    if not map_path.is_file():
+        raise InputError(map_path, "facies map not found")
+    try:
+        ds = rasterio.open(map_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(map_path, f"not a readable raster ({exc})") from None
+    with ds:
+        if ds.crs is None:
+            raise InputError(map_path, "map has no CRS")
+        if ds.dtypes[0] != "uint8":
+            raise InputError(map_path, f"facies map must be uint8 class codes, got {ds.dtypes[0]}")
+        meta = scene_metadata(map_path, ds.tags(), scene_override)
+        conf_src = Path(conf_arg) if conf_arg else _find_confidence(map_path, ds)
+        conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
+        prob_ds = rasterio.open(prob_arg) if prob_arg else None
+        if prob_ds is not None and prob_ds.count != N_CLASSES:
+            raise InputError(prob_arg, f"class probabilities need {N_CLASSES} bands, "
+                                       f"got {prob_ds.count}")
+        try:
+            outlines = gdf.to_crs(ds.crs)
+            pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
+            left, bottom, right, top = ds.bounds
+            rows = []
+            for j, geom in enumerate(outlines.geometry):
+                gx0, gy0, gx1, gy1 = geom.bounds
+                if gx1 < left or gx0 > right or gy1 < bottom or gy0 > top:
+                    continue
+                win = from_bounds(gx0, gy0, gx1, gy1, ds.transform)
+                c0, r0 = int(np.floor(win.col_off)), int(np.floor(win.row_off))
+                c1 = int(np.ceil(win.col_off + win.width))
+                r1 = int(np.ceil(win.row_off + win.height))
+                win = Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
+                wt = ds.window_transform(win)
+                shape = (int(win.height), int(win.width))
+                mask = geometry_mask([geom], out_shape=shape, transform=wt, invert=True)
+                if not mask.any():
+                    continue
+                cmap = _read_window(ds, 1, win, NODATA_CLASS)
+                elev = None
+                if dem_ds is not None:
+                    elev = np.full(shape, np.nan, dtype=np.float32)
+                    reproject(rasterio.band(dem_ds, 1), elev, dst_transform=wt, dst_crs=ds.crs,
+                              dst_nodata=np.nan, resampling=Resampling.bilinear)
+                conf = None
+                if isinstance(conf_src, int):
+                    conf = _read_window(ds, conf_src, win, 255)
+                elif conf_ds is not None:
+                    is_int = np.issubdtype(np.dtype(conf_ds.dtypes[0]), np.integer)
+                    conf = np.full(shape, 255 if is_int else np.nan,
+                                   dtype=np.uint8 if is_int else np.float32)
+                    reproject(rasterio.band(conf_ds, 1), conf, dst_transform=wt,
+                              dst_crs=ds.crs, dst_nodata=255 if is_int else np.nan,
+                              resampling=Resampling.nearest)
+                prob = None
+                if prob_ds is not None:
+                    prob = np.zeros((N_CLASSES, *shape), dtype=np.float32)
+                    reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
+                              dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
+                values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config)
+                row = {"glacier": str(gdf[col].iloc[j]), **meta, **values, "_row": j}
+                for c in CARRY_COLUMNS:
+                    if c in gdf.columns and c != col:
+                        row[c] = gdf[c].iloc[j]
+                rows.append(row)
+            return rows
+        finally:
+            if conf_ds is not None:
+                conf_ds.close()
+            if prob_ds is not None:
+                prob_ds.close()
+
+
+def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.ProductConfig,
+                   sources: dict | None = None) -> Path:
+    """GeoPackage (layer ``products``, outline geometry) or CSV, plus ``<dest>.json``."""
+    dest = Path(dest)
+    suffix = dest.suffix.lower()
+    if suffix not in (".gpkg", ".csv"):
+        raise InputError(dest, "output must end in .gpkg or .csv")
+    with atomic_output(dest) as tmp:
+        if suffix == ".gpkg":
+            with warnings.catch_warnings():  # the temporary name does not end in .gpkg
+                warnings.filterwarnings("ignore", message=".*filename extension")
+                table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
+        else:
+            pd.DataFrame(table.drop(columns="geometry")).to_csv(tmp, index=False)
+    side = dest.with_name(dest.name + ".json")
+    with atomic_output(side) as tmp:
+        tmp.write_text(json.dumps({"config": config.to_dict(), "sources": sources or {},
+                                   "rows": len(table)}, indent=2, default=str))
+    return dest
+
+
+PRODUCT_REQUIRED = ("glacier", "scene_id", "date", "aar", "observed_fraction")
+
+
+def read_products(path: str | Path) -> pd.DataFrame:
+    """A products table (.gpkg or .csv) with at least the `PRODUCT_REQUIRED` columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "products file not found")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path, dtype={"glacier": str, "wgms_id": str, "rgi_id": str})
+        else:
+            df = pd.DataFrame(gpd.read_file(path).drop(columns="geometry", errors="ignore"))
+    except Exception as exc:
+        raise InputError(path, f"not a readable products table ({str(exc).splitlines()[0]})"
+                         ) from None
+    missing = [c for c in PRODUCT_REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    df["date"] = pd.to_datetime(df["date"], errors="coerce")
+    if df["date"].isna().all():
+        raise InputError(path, "no parseable dates in column 'date'")
+    return df
+

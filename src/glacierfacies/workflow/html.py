@@ -1,0 +1,99 @@
+"""Self-contained HTML: sections, figures embedded as data URIs, tables, legend."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glacierfacies.classes import CLASSES
+
+
+@dataclass
+class Figure:
+    title: str
+    path: Path
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    heading: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables_html: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+def table_html(df, float_format: str = "{:.3f}") -> str:
+    """A pandas DataFrame as a plain HTML table (numbers formatted, index kept if named)."""
+    keep_index = df.index.name is not None or any(n is not None for n in (df.index.names or []))
+    return df.to_html(
+        classes="tbl", border=0, index=keep_index, na_rep="–",
+        float_format=lambda v: f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1
+        else float_format.format(v),
+    )
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1150px;color:#1d2733;line-height:1.45;padding:0 1em}
+h1{border-bottom:3px solid #4a7fb5;padding-bottom:.3em}
+h2{margin-top:2em;border-bottom:1px solid #ccd;padding-bottom:.2em}
+table.tbl{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+table.tbl td,table.tbl th{border:1px solid #ccd;padding:.25em .6em;text-align:right}
+table.tbl th{background:#eef2f7}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #dde}
+figcaption{font-size:.85em;color:#556}
+pre{background:#f5f7fa;padding:1em;overflow-x:auto;font-size:.8em}
+.legend span{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;border:1px solid #333;
+vertical-align:middle}
+"""
+
+
+def legend_html() -> str:
+    items = "".join(
+        f'<span style="background:rgb{c.colour}"></span>{html.escape(c.name)}' for c in CLASSES
+    )
+    return f'<p class="legend">{items}</p>'
+
+
+def render_html(title: str, intro: str, sections: list[Section]) -> str:
+    """The whole report as one HTML string with embedded images."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>{intro}</p>",
+        "<nav><ul>" + "".join(
+            f"<li><a href='#s{i}'>{html.escape(s.heading)}</a></li>"
+            for i, s in enumerate(sections)) + "</ul></nav>",
+    ]
+    for i, s in enumerate(sections):
+        parts.append(f"<h2 id='s{i}'>{html.escape(s.heading)}</h2>")
+        parts.extend(f"<p>{p}</p>" for p in s.paragraphs)
+        parts.extend(s.tables_html)
+        for fig in s.figures:
+            parts.append(
+                f"<figure>{_img_tag(fig.path, fig.title)}<figcaption><b>{html.escape(fig.title)}"
+                f"</b> {html.escape(fig.caption)}</figcaption></figure>"
+            )
+    # lets a headless browser check (scripts/check_report.py) that every figure decoded
+    parts.append(
+        "<script>window.addEventListener('load',function(){var im=document.images,b=0;"
+        "for(var i=0;i<im.length;i++){if(!im[i].complete||im[i].naturalWidth===0)b++;}"
+        "document.body.setAttribute('data-images',im.length);"
+        "document.body.setAttribute('data-broken-images',b);});</script>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def json_block(obj) -> str:
+    return f"<pre>{html.escape(json.dumps(obj, indent=2, default=str))}</pre>"
+

@@ -1,0 +1,225 @@
+"""The run report: sections built from the stages' summaries, rendered to one HTML page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from glacierfacies._io import write_text
+from glacierfacies.layout import get_filepath
+from glacierfacies.workflow.config import Inputs, RunConfig, versions
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _metrics_tables(metrics: dict[str, Any]) -> list[str]:
+    import pandas as pd
+
+    from glacierfacies.workflow.html import table_html
+
+    tables = []
+    rows = []
+    for name in ("cleaned", "unpruned"):
+        m = metrics.get(name) or {}
+        gw = m.get("glacier_wise") or {}
+        rows.append({"test folds": name, "n": m.get("n"), "macro F1": m.get("macro_f1"),
+                     "accuracy": m.get("accuracy"), "mean IoU": m.get("mean_iou"),
+                     "glacier-wise macro F1": f"{_fmt(gw.get('macro_f1_mean'))} ± "
+                                              f"{_fmt(gw.get('macro_f1_std'))}",
+                     "ECE (100 bins)": m.get("ece")})
+    tables.append(table_html(pd.DataFrame(rows)))
+    cleaned = metrics.get("cleaned") or {}
+    per_class = pd.DataFrame(cleaned.get("per_class") or {}).T
+    if len(per_class):
+        per_class.index.name = "class (cleaned test folds)"
+        tables.append(table_html(per_class))
+    for group in ("per_sensor", "per_region"):
+        g = cleaned.get(group) or (metrics.get("unpruned") or {}).get(group)
+        if g:
+            df = pd.DataFrame({k: {"macro F1": v.get("macro_f1"), "n": v.get("n")}
+                               for k, v in g.items()}).T
+            df.index.name = group.replace("_", " ") + " (cleaned)"
+            tables.append(table_html(df))
+    return tables
+
+
+def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path) -> list:
+    import rasterio
+
+    from glacierfacies.mapping.scene_map import scene_stem
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.workflow.figures import quicklook_png
+    from glacierfacies.workflow.html import Figure
+
+    figs = []
+    for scene in inputs.scenes:
+        stem = scene_stem(scene)
+        facies = get_filepath("facies_map", out, stem=stem)
+        if not facies.is_file():
+            continue
+        with rasterio.open(facies) as ds:
+            classes = ds.read(1)
+            tags = ds.tags()
+            grid_path = facies
+        sc = read_scene(scene, grid=grid_path)
+        rgb = sc.reflectance[[2, 1, 0]]
+        path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
+                             title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
+        figs.append(Figure(f"{sc.sensor} {sc.acquired:%Y-%m-%d}", path,
+                           f"{stem}: true colour and facies map ({tags.get('SCENE_ID', '')})"))
+    return figs
+
+
+def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, float],
+                  products_summary: dict[str, Any]) -> dict[str, Any]:
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from glacierfacies.classes import CLASS_NAMES
+    from glacierfacies.workflow.figures import bar_counts_png, timeseries_png
+    from glacierfacies.workflow.html import (
+        Figure,
+        Section,
+        json_block,
+        legend_html,
+        render_html,
+        table_html,
+    )
+
+    fig_dir = get_filepath("figures", out)
+    fig_dir.mkdir(exist_ok=True)
+    sections: list[Section] = []
+
+    # dataset
+    table = pd.read_parquet(get_filepath("dataset_table", out))
+    train_dir = get_filepath("train", out)
+    flagged_path = get_filepath("flagged", train_dir)
+    flagged = np.load(flagged_path) if flagged_path.is_file() else np.zeros(len(table), bool)
+    per_class = table["class"].value_counts().reindex(CLASS_NAMES, fill_value=0)
+    pruned = table.loc[flagged, "class"].value_counts().reindex(CLASS_NAMES, fill_value=0)
+    ds = pd.DataFrame({"patches": per_class, "pruned by confident learning": pruned,
+                       "pruned %": (100 * pruned / per_class.clip(lower=1)).round(1)})
+    ds.index.name = "class"
+    by_glacier = table.groupby(["glacier", "fold"]).size().rename("patches").reset_index()
+    by_sensor = table["sensor"].value_counts().rename("patches")
+    by_sensor.index.name = "sensor"
+    f1 = bar_counts_png(per_class, fig_dir / "patches_per_class.png", "labelled patches per class")
+    sections.append(Section(
+        "Dataset",
+        [f"{len(table):,} labelled patches of {table['glacier'].nunique()} glaciers in "
+         f"{table['scene_id'].nunique()} scenes; {int(flagged.sum()):,} labels "
+         f"({100 * flagged.mean():.1f}%) pruned by confident learning (facies classes only)."],
+        [table_html(ds), table_html(by_sensor.to_frame()), table_html(by_glacier)],
+        [Figure("Patches per class", f1)],
+    ))
+
+    # accuracy and calibration
+    metrics_path = get_filepath("metrics", train_dir)
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    clean = metrics.get("cleaning") or {}
+    paras = [f"Out-of-fold scores of the second-round models ({cfg.k_folds} folds by glacier; "
+             "validation fold = test fold − 1). Macro F1 on cleaned test folds "
+             f"<b>{_fmt(metrics.get('macro_f1_cleaned'))}</b>, on unpruned test folds "
+             f"<b>{_fmt(metrics.get('macro_f1_unpruned'))}</b>."]
+    if "flipped_facies_flagged_recall" in clean:
+        paras.append(f"Confident learning found {100 * clean['flipped_facies_flagged_recall']:.0f}"
+                     f"% of the sample's deliberately flipped facies labels with precision "
+                     f"{100 * clean['flag_precision']:.0f}%.")
+    figs = []
+    for name, title in (("confusion_cleaned.png", "Confusion matrix, cleaned test folds"),
+                        ("confusion_unpruned.png", "Confusion matrix, unpruned test folds")):
+        if (train_dir / name).is_file():
+            figs.append(Figure(title, shutil.copy(train_dir / name, fig_dir / name)))
+    sections.append(Section("Accuracy", paras, _metrics_tables(metrics), figs))
+    cal = metrics.get("calibration") or {}
+    cal_figs = []
+    if (train_dir / "reliability.png").is_file():
+        cal_figs.append(Figure("Reliability before and after temperature scaling",
+                               shutil.copy(train_dir / "reliability.png",
+                                           fig_dir / "reliability.png")))
+    sections.append(Section(
+        "Calibrated confidence",
+        [f"{cal.get('method', 'temperature scaling')}: ECE (100 bins) "
+         f"{_fmt(cal.get('ece_before'))} before, {_fmt(cal.get('ece_after'))} after; "
+         f"temperatures {', '.join(_fmt(t, 2) for t in cal.get('temperatures', []))}."],
+        [], cal_figs))
+
+    # maps
+    sections.append(Section("Facies maps",
+                            ["Every scene mapped with the mean probabilities of the fold models "
+                             "inside the glacier outlines, 3×3 mode smoothing; Cloud-Optimised "
+                             f"GeoTIFFs in <code>{html_path(get_filepath('maps', out))}</code>.", legend_html()],
+                            [], _quicklooks(out, inputs, fig_dir)))
+
+    # products
+    products_csv = get_filepath("products_csv", out)
+    if products_csv.is_file():
+        prod = pd.read_csv(products_csv, dtype={"glacier": str})
+        ts = timeseries_png(prod, fig_dir / "aar_snowline_timeseries.png", cfg.min_observed)
+        paras = ["AAR = (snow + firn) / observed glacier area; shadowed glacier pixels take the "
+                 "side of the snowline they lie on; cloud and nodata are unobserved."]
+        truth = products_summary.get("aar_vs_truth")
+        if truth:
+            paras.append(f"Against the sample's true AAR where ≥ {cfg.min_observed:.0%} of the "
+                         f"glacier is observed: {truth['within_0.05']} of {truth['n']} "
+                         f"glacier-scenes within 0.05, median error "
+                         f"{_fmt(truth['median_abs_error'])}, max {_fmt(truth['max_abs_error'])}.")
+        cols = [c for c in ("glacier", "date", "sensor", "observed_fraction", "aar", "snowline_m",
+                            "snowline_unc_m", "mean_confidence") if c in prod.columns]
+        sections.append(Section("Glacier products", paras,
+                                [table_html(prod[cols].sort_values(["glacier", "date"]))],
+                                [Figure("AAR and snowline altitude", ts)]))
+
+    # mass balance
+    stats_path = get_filepath("massbalance_stats", out)
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        rows = []
+        for product, r in stats.get("regressions", {}).items():
+            for key, label in (("global_leave_one_glacier_out", "global, leave-one-glacier-out"),
+                               ("per_glacier_leave_one_year_out",
+                                "per glacier, leave-one-year-out")):
+                s = r.get(key) or {}
+                rows.append({"product": product, "model": label, "n": s.get("n"),
+                             "r": s.get("r"), "RMSE (m w.e.)": s.get("rmse_mwe"),
+                             "slope": s.get("slope"), "intercept": s.get("intercept"),
+                             "p-value": s.get("p_value")})
+        mfigs = [Figure(p.stem.replace("_", " "), shutil.copy(p, fig_dir / p.name))
+                 for p in sorted(get_filepath("massbalance", out).glob("scatter_*.png"))]
+        sections.append(Section(
+            "Mass balance",
+            [f"{stats.get('n_glacier_years')} glacier-years of {stats.get('n_glaciers')} "
+             "glaciers: the end-of-season scene of each glacier and hydrological year against "
+             "the WGMS annual balance. Scores are cross-validated (held-out predictions)."],
+            [table_html(pd.DataFrame(rows))], mfigs))
+
+    # configuration
+    sections.append(Section("Configuration and versions", [
+        "Rerun with <code>glacierfacies run -o " + html_path(out) + "</code>: finished stages "
+        "are skipped."], [json_block(dataclasses.asdict(cfg)), json_block(versions()),
+                          json_block({"stage_seconds": timings})]))
+    html_text = render_html(
+        "glacierfacies run report",
+        f"Surface facies of {table['glacier'].nunique()} glaciers from "
+        f"{len(inputs.scenes)} scenes{' (built-in sample)' if cfg.uses_sample else ''}; "
+        f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", sections)
+    dest = write_text(get_filepath("report", out), html_text)
+    return {"report": str(dest), "figures": len(list(fig_dir.glob("*.png")))}
+
+
+def html_path(p: Path) -> str:
+    import html
+
+    return html.escape(str(p))
+

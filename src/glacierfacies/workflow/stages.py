@@ -1,0 +1,110 @@
+"""The stages of the main job, each a function of the configuration and the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from glacierfacies.layout import get_filepath
+from glacierfacies.workflow.config import Inputs, RunConfig, train_config
+
+
+def stage_sample(cfg: RunConfig, out: Path) -> dict[str, Any]:
+    from glacierfacies.sample.generate import write_sample
+
+    text = write_sample(get_filepath("sample", out), seed=cfg.seed, overwrite=True)
+    return {"summary": text}
+
+
+def stage_dataset(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
+    from glacierfacies.data.build import build_patchset
+
+    ps = build_patchset(inputs.scenes, inputs.dem, inputs.outlines, inputs.labels,
+                        patch_size=cfg.patch_size, features=cfg.features, k_folds=cfg.k_folds,
+                        seed=cfg.seed, out_dir=get_filepath("dataset", out), overwrite=True)
+    return {"n_patches": int(len(ps.labels)), "summary": ps.provenance.get("summary", {})}
+
+
+def stage_train(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
+    from glacierfacies.training.protocol import train_dataset
+
+    metrics = train_dataset(get_filepath("dataset", out), get_filepath("train", out), train_config(cfg),
+                            flipped_csv=inputs.flipped if inputs.flipped and
+                            inputs.flipped.is_file() else None)
+    keep = ("macro_f1_cleaned", "macro_f1_unpruned", "n_pruned", "flip_detection")
+    return {k: metrics.get(k) for k in keep if k in metrics}
+
+
+def model_paths(out: Path) -> list[Path]:
+    return sorted(get_filepath("final_models", get_filepath("train", out)).glob("fold*.pt"))
+
+
+def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
+    from glacierfacies.mapping.scene_map import map_scene, scene_stem
+    from glacierfacies.model.card import load_members
+
+    get_filepath("maps", out).mkdir(parents=True, exist_ok=True)
+    members = load_members(model_paths(out))
+    done = []
+    for scene in inputs.scenes:
+        stem = scene_stem(scene)
+        facies = get_filepath("facies_map", out, stem=stem)
+        conf = get_filepath("confidence_map", out, stem=stem)
+        res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, confidence_out=conf,
+                        buffer=cfg.buffer, smoothing=cfg.smoothing, device=cfg.device,
+                        tile_size=cfg.tile_size, overwrite=True, members=members,
+                        progress=False)
+        done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
+                     "classified_px": res.n_classified})
+    return {"maps": done}
+
+
+def _map_files(out: Path) -> list[Path]:
+    return sorted(get_filepath("maps", out).glob("*_facies.tif"))
+
+
+def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
+    from glacierfacies.products.massbalance import ProductConfig
+    from glacierfacies.products.table import compute_products, write_products
+
+    pcfg = ProductConfig(refrozen_is_accumulation=cfg.include_refrozen)
+    maps = _map_files(out)
+    table = compute_products(maps, inputs.outlines, inputs.dem, pcfg)
+    get_filepath("products", out).mkdir(exist_ok=True)
+    write_products(table, get_filepath("products_gpkg", out), pcfg)
+    write_products(table, get_filepath("products_csv", out), pcfg)
+    summary: dict[str, Any] = {"rows": int(len(table))}
+    if inputs.truth is not None and (inputs.truth / "aar_truth.csv").is_file():
+        summary["aar_vs_truth"] = compare_aar_with_truth(table, inputs.truth / "aar_truth.csv",
+                                                         cfg.min_observed)
+    return summary
+
+
+def compare_aar_with_truth(table, truth_csv: Path, min_observed: float) -> dict[str, Any]:
+    """Products' AAR against the sample's true AAR, where the glacier is well observed."""
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_csv(truth_csv, dtype={"glacier": str, "scene_id": str})
+    merged = pd.DataFrame(table).merge(truth, on=["glacier", "scene_id"], suffixes=("", "_true"))
+    ok = merged[merged["observed_fraction_true"] >= min_observed]
+    err = (ok["aar"] - ok["aar_true"]).abs()
+    return {"n": int(len(ok)), "max_abs_error": float(err.max()) if len(ok) else float("nan"),
+            "median_abs_error": float(np.median(err)) if len(ok) else float("nan"),
+            "within_0.05": int((err <= 0.05).sum())}
+
+
+def stage_massbalance(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
+    from glacierfacies.products.regression import run_massbalance
+    from glacierfacies.products.table import read_products
+    from glacierfacies.products.wgms import read_wgms
+
+    if inputs.wgms is None:
+        return {"skipped": "no WGMS folder configured"}
+    records = read_wgms(inputs.wgms)
+    products_path = get_filepath("products_gpkg", out)
+    stats = run_massbalance(read_products(products_path), records, get_filepath("massbalance", out),
+                            products_path, min_years=cfg.min_years,
+                            min_observed=cfg.min_observed)
+    return {"stats": stats}
+
