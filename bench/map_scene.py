@@ -292,6 +292,7 @@ def bench_large_scene(args: argparse.Namespace) -> dict:
 
     from glacierfacies.classes import CLASS_NAMES
     from glacierfacies.features import FEATURE_NAMES
+    from glacierfacies.mapping.config import MapConfig
     from glacierfacies.mapping.scene_map import map_scene
     from glacierfacies.model.card import ModelCard, save_model
 
@@ -311,8 +312,8 @@ def bench_large_scene(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     res = map_scene(work / "scene_20220708T103629.tif", work / "dem.tif", work / "outlines.gpkg",
                     [work / "fold0.pt"], work / "facies.tif",
-                    confidence_out=work / "confidence.tif", tile_size=1024,
-                    device=args.device, progress=True)
+                    confidence_out=work / "confidence.tif",
+                    config=MapConfig(tile_size=1024, device=args.device), progress=True)
     map_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB (Linux)
     out = {

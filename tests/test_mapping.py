@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from glacierfacies.mapping.config import MapConfig
 from glacierfacies.mapping.inference import Member, dense_predict, patch_predict
 from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.smoothing import mode_filter, mode_filter_reference
@@ -254,10 +255,10 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
     d, tmp = mapped, mapped["tmp"]
     scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
     kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"][:1], progress=False)
-    r256 = map_scene(scene, out=tmp / "t256.tif", tile_size=256, smoothing=False,
+    r256 = map_scene(scene, out=tmp / "t256.tif", config=MapConfig(tile_size=256, smoothing=False),
                      confidence_out=tmp / "c256.tif", **kw)
     # tiles of 4096 (one tile) + smoothing == tiles of 256, then smoothed
-    map_scene(scene, out=tmp / "t4096.tif", tile_size=4096, **kw)
+    map_scene(scene, out=tmp / "t4096.tif", config=MapConfig(tile_size=4096), **kw)
     with rasterio.open(tmp / "t256.tif") as a, rasterio.open(tmp / "t4096.tif") as b:
         m256, m4096 = a.read(1), b.read(1)
     np.testing.assert_array_equal(m4096, mode_filter(m256))
@@ -289,19 +290,21 @@ def test_map_scene_buffer_and_block_reading(mapped):
     d, tmp = mapped, mapped["tmp"]
     scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
     kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"], progress=False)
-    r0 = map_scene(scene, out=tmp / "ens.tif", tile_size=4096, smoothing=False, **kw)
+    r0 = map_scene(scene, out=tmp / "ens.tif", config=MapConfig(tile_size=4096, smoothing=False),
+                   **kw)
     with rasterio.open(tmp / "ens.tif") as b:
         m0 = b.read(1)
     ok = m0 != 255
     # a buffer adds pixels outside the outlines, never removes any
-    rb = map_scene(scene, out=tmp / "buf.tif", tile_size=4096, smoothing=False, buffer="50m",
-                   **kw)
+    rb = map_scene(scene, out=tmp / "buf.tif",
+                   config=MapConfig(tile_size=4096, smoothing=False, buffer="50m"), **kw)
     assert rb.n_classified > r0.n_classified
     with rasterio.open(tmp / "buf.tif") as b:
         mb = b.read(1)
     np.testing.assert_array_equal(mb[ok], m0[ok])
     # block-wise reading (large-scene path) gives the whole-scene map
-    map_scene(scene, out=tmp / "blocks.tif", tile_size=128, smoothing=False, block_size=300, **kw)
+    map_scene(scene, out=tmp / "blocks.tif",
+              config=MapConfig(tile_size=128, smoothing=False, block_size=300), **kw)
     with rasterio.open(tmp / "blocks.tif") as b:
         blocks = b.read(1)
     assert (blocks == m0).mean() >= 0.999
@@ -339,9 +342,9 @@ def test_bad_input_one_line_errors_nothing_written(mapped, tmp_path):
         (dict(models=[bad_model]), "ndsi"),
         (dict(dem=far_dem), "DEM does not overlap"),
         (dict(outlines=far_outlines), "outline"),
-        (dict(device="tpu"), "unknown device"),
+        (dict(config=MapConfig(device="tpu")), "unknown device"),
         (dict(out=tmp_path / "missing" / "f.tif"), "output folder does not exist"),
-        (dict(buffer="ten metres"), "buffer"),
+        (dict(config=MapConfig(buffer="ten metres")), "buffer"),
     ]
     for change, text in cases:
         with pytest.raises(InputError, match=text) as err:

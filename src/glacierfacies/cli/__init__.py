@@ -1,5 +1,9 @@
-"""The `glacierfacies` command line."""
+"""The `glacierfacies` command line: one module per command group (after rasterio's `rio/`).
 
+Importing this package registers every command on the `cli` group.
+"""
+
+from glacierfacies.cli import dataset, features, map, products, run, sample, train  # noqa: F401
 from glacierfacies.cli.main import cli, main
 
 __all__ = ["cli", "main"]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from glacierfacies.errors import InputError
+
+__all__ = ["MapConfig", "PathLike", "check_device", "parse_buffer"]
 
 PathLike = str | os.PathLike
 
@@ -38,3 +42,48 @@ def check_device(device: str) -> str:
         raise InputError(None, str(exc)) from None
     return device
 
+
+
+CONFIDENCE_DTYPES = ("uint8", "float32")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapConfig:
+    """How a scene is mapped; shared by `map`, `map-many` and the main job's configuration.
+
+    `buffer` is text ('50m', '0.1km') or metres. `block_size` None maps scenes up to
+    BLOCK_THRESHOLD_PX pixels whole and larger ones by blocks; 0 forces whole-scene
+    mapping and N > 0 blocks of N pixels. Results do not depend on `tile_size`.
+    """
+
+    buffer: str | float = 0.0
+    smoothing: bool = True
+    device: str = "cpu"
+    tile_size: int = 1024
+    precision: str = "fp32"
+    confidence_dtype: str = "uint8"
+    block_size: int | None = None
+
+    @property
+    def buffer_m(self) -> float:
+        try:
+            return parse_buffer(self.buffer)
+        except ValueError as exc:
+            raise InputError(None, str(exc)) from None
+
+    def check(self) -> MapConfig:
+        """InputError on the first bad option (before any pixel is read)."""
+        check_device(self.device)
+        if self.tile_size < 1:
+            raise InputError(None, f"--tile-size must be >= 1, got {self.tile_size}")
+        self.buffer_m  # noqa: B018 (raises on a bad buffer)
+        if self.confidence_dtype not in CONFIDENCE_DTYPES:
+            raise InputError(None, "confidence dtype must be uint8 or float32, got "
+                                   f"{self.confidence_dtype}")
+        if self.precision not in PRECISIONS:
+            raise InputError(None, f"precision must be fp32 or bf16, got {self.precision}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -9,10 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from glacierfacies.errors import InputError
-from glacierfacies.mapping.config import PathLike, check_device
+from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.mapping.scene_map import map_scene, output_paths, scene_stem
 
 
@@ -63,12 +62,13 @@ def map_many(
     outlines: PathLike,
     models: Sequence[PathLike],
     out_dir: PathLike,
+    *,
+    config: MapConfig | None = None,
     scheduler: str = "local",
     workers: int = 2,
     confidence: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    **options: Any,
 ) -> ManyResult:
     """Map scenes on Dask distributed: a LocalCluster ('local') or a scheduler ADDRESS.
 
@@ -83,7 +83,7 @@ def map_many(
         raise InputError(out_dir, "output folder does not exist")
     if workers < 1:
         raise InputError(None, f"--workers must be >= 1, got {workers}")
-    check_device(options.get("device", "cpu"))
+    config = (config or MapConfig()).check()
     for p, what in ((dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
             raise InputError(p, f"{what} does not exist")
@@ -102,7 +102,7 @@ def map_many(
                          confidence_out=None if conf is None else str(conf),
                          # the map is missing: companions (.qml, confidence) left by an
                          # interrupted run are stale and get replaced
-                         overwrite=True, **options))
+                         overwrite=True, config=config))
     if not jobs:
         return ManyResult(records)
     with contextlib.ExitStack() as stack:

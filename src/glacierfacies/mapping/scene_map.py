@@ -13,7 +13,7 @@ import numpy as np
 from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import write_outputs
-from glacierfacies.mapping.config import PathLike, check_device, parse_buffer
+from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.model.card import load_members
 
 
@@ -191,22 +191,16 @@ def map_scene(
     outlines: PathLike,
     models: Sequence[PathLike],
     out: PathLike,
+    *,
+    config: MapConfig | None = None,
     confidence_out: PathLike | None = None,
-    buffer: str | float = 0.0,
-    smoothing: bool = True,
-    device: str = "cpu",
-    tile_size: int = 1024,
     overwrite: bool = False,
-    confidence_dtype: str = "uint8",
-    precision: str = "fp32",
     progress: bool = True,
     members: Sequence[Any] | None = None,
-    block_size: int | None = None,
 ) -> MapResult:
-    """Map one scene to a facies COG (+ confidence COG, + .qml); see the module docstring.
+    """Map one scene to a facies COG (+ confidence COG, + .qml); options in `MapConfig`.
 
-    `block_size` None: whole-scene features for scenes up to BLOCK_THRESHOLD_PX pixels,
-    blocks of DEFAULT_BLOCK_SIZE beyond; 0 forces whole-scene, N > 0 forces blocks of N.
+    `members` (loaded ensemble members) saves reloading the models for every scene.
     """
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.smoothing import mode_filter
@@ -219,15 +213,9 @@ def map_scene(
             raise InputError(t.parent, "output folder does not exist")
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
-    check_device(device)
-    if tile_size < 1:
-        raise InputError(None, f"--tile-size must be >= 1, got {tile_size}")
-    try:
-        buffer_m = parse_buffer(buffer)
-    except ValueError as exc:
-        raise InputError(None, str(exc)) from None
-    if confidence_dtype not in ("uint8", "float32"):
-        raise InputError(None, f"confidence dtype must be uint8 or float32, got {confidence_dtype}")
+    cfg = (config or MapConfig()).check()
+    buffer_m, device, tile_size, precision = cfg.buffer_m, cfg.device, cfg.tile_size, cfg.precision
+    block_size, smoothing = cfg.block_size, cfg.smoothing
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
             raise InputError(p, f"{what} does not exist")
@@ -273,7 +261,7 @@ def map_scene(
         "BUFFER_M": f"{buffer_m:g}",
     }
     outputs = write_outputs(
-        classes, transform, crs, out, conf, confidence_out, confidence_dtype, overwrite, meta,
+        classes, transform, crs, out, conf, confidence_out, cfg.confidence_dtype, overwrite, meta,
     )
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],

@@ -44,6 +44,14 @@ class RunConfig:
     min_years: int = 8
 
     @property
+    def map_config(self):
+        """The mapping options of this run as the `MapConfig` that `map` uses."""
+        from glacierfacies.mapping.config import MapConfig
+
+        return MapConfig(buffer=self.buffer, smoothing=self.smoothing, device=self.device,
+                         tile_size=self.tile_size)
+
+    @property
     def uses_sample(self) -> bool:
         return not self.scenes
 

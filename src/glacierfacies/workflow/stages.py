@@ -50,10 +50,8 @@ def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
         stem = scene_stem(scene)
         facies = get_filepath("facies_map", out, stem=stem)
         conf = get_filepath("confidence_map", out, stem=stem)
-        res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, confidence_out=conf,
-                        buffer=cfg.buffer, smoothing=cfg.smoothing, device=cfg.device,
-                        tile_size=cfg.tile_size, overwrite=True, members=members,
-                        progress=False)
+        res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, config=cfg.map_config,
+                        confidence_out=conf, overwrite=True, members=members, progress=False)
         done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
                      "classified_px": res.n_classified})
     return {"maps": done}

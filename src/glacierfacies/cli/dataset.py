@@ -1,0 +1,138 @@
+"""`glacierfacies dataset ...`: build, import, export and describe PatchSets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from glacierfacies.cli.main import cli
+from glacierfacies.errors import InputError
+
+
+# ---------------------------------------------------------------- dataset (issue 4)
+@cli.group("dataset")
+def dataset_group() -> None:
+    """Build, import, export and inspect packed patch datasets (PatchSet folders)."""
+
+
+def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
+    from glacierfacies.scenes.reader import find_scenes
+
+    paths: list[Path] = []
+    for p in scenes:  # a folder of scenes, or a scene folder itself (find_scenes keeps it)
+        paths.extend(find_scenes(p) if p.is_dir() else [p])
+    if not paths:
+        raise InputError(scenes[0] if scenes else None, "no scenes found")
+    return paths
+
+
+@dataset_group.command("build")
+@click.option("--scenes", "scenes", multiple=True, required=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="Scene folder(s)/file(s), or a folder of scenes (repeatable).")
+@click.option("--dem", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--outlines", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--labels", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Points: class, glacier, scene_id (+ date, sensor, region, point_id).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--patch-size", default=33, show_default=True, help="Odd, 1..65.")
+@click.option("--features", default="all", show_default=True,
+              help="Subset name (optical, optical+elevation, ...) or comma list.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True)
+@click.option("--folds", "k_folds", default=6, show_default=True, help="Folds by glacier.")
+@click.option("--fold-column", default=None, help="Use this labels column as the folds.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, features, dtype,
+                      k_folds, fold_column, seed, overwrite) -> None:
+    """Sample patches of the feature stack at labelled points into a PatchSet folder."""
+    from glacierfacies.data.build import build_patchset
+
+    ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
+                        patch_size=patch_size, features=features, dtype=dtype,
+                        k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
+                        overwrite=overwrite)
+    s = ps.provenance["summary"]
+    click.echo(f"{out_dir}: kept {s['kept']} of {s['labels']} points; skipped "
+               f"{s['skipped_edge']} near a scene edge, {s['skipped_invalid']} with invalid "
+               "pixels")
+    click.echo(ps.summary())
+
+
+@dataset_group.command("import-published")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True)
+@click.option("--workers", default=4, show_default=True, help="Reader threads.")
+@click.option("--overwrite", is_flag=True)
+def dataset_import_published_cmd(folder, out_dir, dtype, workers, overwrite) -> None:
+    """Pack a folder of per-patch GeoTIFFs ({fold}_{glacier}_{date}_..._{class}.tif)."""
+    from glacierfacies.data.published import import_published
+
+    ps = import_published(folder, out_dir=out_dir, dtype=dtype, workers=workers,
+                          overwrite=overwrite)
+    click.echo(f"{out_dir}:")
+    click.echo(ps.summary())
+
+
+@dataset_group.command("export-published")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "folder", required=True, type=click.Path(path_type=Path))
+@click.option("--workers", default=4, show_default=True, help="Writer threads.")
+@click.option("--overwrite", is_flag=True)
+def dataset_export_published_cmd(dataset_dir, folder, workers, overwrite) -> None:
+    """Write a PatchSet (all 11 features) as one GeoTIFF per patch, the published layout."""
+    from glacierfacies.data.published import export_published
+
+    export_published(dataset_dir, folder, workers=workers, overwrite=overwrite)
+    click.echo(f"{folder}: {sum(1 for _ in folder.glob('*.tif'))} patches written")
+
+
+@dataset_group.command("import-points")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--bands", default=None,
+              help="sentinel2 | landsat89 | blue=COL,green=COL,... (default: columns named "
+                   "blue..swir2).")
+@click.option("--class-column", default="class", show_default=True)
+@click.option("--class-map", default=None,
+              help="CODE=class,... or a JSON/YAML file; unmapped classes are dropped.")
+@click.option("--glacier-column", default="glacier", show_default=True)
+@click.option("--scale", type=float, default=None, help="value * scale + offset.")
+@click.option("--offset", type=float, default=None)
+@click.option("--strict", is_flag=True, help="Unmapped classes are an error, not dropped.")
+@click.option("--fold-column", default=None)
+@click.option("--folds", "k_folds", default=6, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--layer", default=None, help="GeoPackage layer.")
+@click.option("--overwrite", is_flag=True)
+def dataset_import_points_cmd(table, out_dir, bands, class_column, class_map, glacier_column,
+                              scale, offset, strict, fold_column, k_folds, seed, layer,
+                              overwrite) -> None:
+    """A table of sampled band values (CSV/GeoPackage) -> spectral-only PatchSet (1x1)."""
+    from glacierfacies.data.points import import_points
+
+    ps = import_points(table, band_columns=bands, class_column=class_column,
+                       class_map=class_map, glacier_column=glacier_column, scale=scale,
+                       offset=offset, strict=strict, fold_column=fold_column,
+                       k_folds=k_folds, seed=seed, layer=layer)
+    ps.save(out_dir, overwrite=overwrite)
+    click.echo(f"{out_dir}: dropped {ps.provenance['dropped_unmapped']} unmapped, "
+               f"{ps.provenance['dropped_missing']} with missing values")
+    click.echo(ps.summary())
+
+
+@dataset_group.command("info")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def dataset_info_cmd(dataset_dir) -> None:
+    """Print size, features, class counts, folds and provenance of a PatchSet folder."""
+    from glacierfacies.data.patchset import PatchSet
+
+    ps = PatchSet.load(dataset_dir)
+    click.echo(f"{dataset_dir}:")
+    click.echo(ps.summary())
+    click.echo(f"source: {ps.provenance.get('source', '?')}")
+
