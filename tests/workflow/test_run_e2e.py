@@ -14,7 +14,7 @@ import rasterio
 
 from glacierfacies.workflow.pipeline import run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
