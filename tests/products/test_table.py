@@ -138,7 +138,7 @@ def _products_table(n_years=10, short_years=5, seed=0) -> tuple[pd.DataFrame, di
 
 def test_massbalance_cli_end_to_end(tmp_path, monkeypatch, capsys):
     from glacierfacies.cli import main
-    from test_wgms import write_fog
+    from tests.products.test_wgms import write_fog
 
     table, fog = _products_table()
     table.to_csv(tmp_path / "products.csv", index=False)
