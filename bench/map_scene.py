@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from glacierfacies.mapping.inference import DenseOptions, Member, dense_predict, patch_predict
+from glacierfacies.mapping.inference import DenseOptions, dense_predict, patch_predict
+from glacierfacies.model.member import Member
 from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.smoothing import mode_filter, mode_filter_reference  # noqa: E402
 

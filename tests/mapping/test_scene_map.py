@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from glacierfacies.mapping.config import MapConfig
-from glacierfacies.mapping.inference import Member, dense_predict, patch_predict
+from glacierfacies.mapping.inference import dense_predict, patch_predict
+from glacierfacies.model.member import Member
 from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.smoothing import mode_filter, mode_filter_reference
 

@@ -24,32 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from glacierfacies.data.normalisation import apply_minmax
+from glacierfacies.model.member import Member
 
 NODATA = 255
 
 
 Normaliser = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class Member:
-    """One model of an ensemble: the network, its calibration and its input recipe.
-
-    `feature_index` picks (and orders) the rows of the scene features the model was trained
-    on; `minimum`/`maximum` are its global min-max normalisation (None: inputs used as is).
-    """
-
-    model: torch.nn.Module
-    temperature: float = 1.0
-    feature_index: Sequence[int] | None = None
-    minimum: Sequence[float] | None = None
-    maximum: Sequence[float] | None = None
-    clip: bool = False
-    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.model.patch_size)
 
 
 @dataclass

@@ -16,8 +16,9 @@ import torch
 from glacierfacies._io import atomic_output
 from glacierfacies.errors import InputError
 from glacierfacies.features import FEATURE_NAMES
-from glacierfacies.mapping.config import PathLike
 from glacierfacies.model.network import TwoScaleCNN
+
+PathLike = str | os.PathLike
 
 
 @dataclass
@@ -121,8 +122,8 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
 
     A model that expects a feature this run cannot build is a one-line InputError naming it.
     """
-    from glacierfacies.mapping.inference import Member
     from glacierfacies.model.card import load_model
+    from glacierfacies.model.member import Member
 
     if not model_paths:
         raise InputError(None, "no model given (--model)")
