@@ -27,7 +27,6 @@ ALLOWED: dict[str, set[str]] = {
     "workflow": GROUND | {"scenes", "stack", "outlines", "data", "model", "training", "mapping",
                           "products", "sample"},
 }
-FORBIDDEN_EVERYWHERE_BELOW_TOP = {"workflow", "cli"}
 
 
 def _imports(path: Path) -> set[str]:
