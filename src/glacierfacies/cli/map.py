@@ -50,7 +50,8 @@ def map_many_cmd(scenes_glob: str, dem: Path, outlines: Path, models: tuple[Path
                  confidence_dtype: str, overwrite: bool, out_dir: Path, confidence: bool,
                  scheduler: str, workers: int) -> None:
     """Map every scene matching SCENES_GLOB on Dask; finished scenes are skipped on rerun."""
-    from glacierfacies.mapping.distributed import expand_scenes, map_many
+    from glacierfacies.mapping.distributed import map_many
+    from glacierfacies.scenes.reader import expand_scenes
 
     config = MapConfig(buffer=buffer, smoothing=not no_smoothing, device=device,
                        tile_size=tile_size, confidence_dtype=confidence_dtype, precision=precision)

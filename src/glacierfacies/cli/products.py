@@ -91,7 +91,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
                     hydro_year_start, season_months, no_guards, records_aar) -> None:
     """Regress annual mass balance on AAR and snowline altitude of end-of-season PRODUCTS."""
     from glacierfacies.products.glamos import read_glamos
-    from glacierfacies.products.regression import run_massbalance, summary_lines
+    from glacierfacies.products.regression import massbalance_summary_lines, run_massbalance
     from glacierfacies.products.table import read_products
     from glacierfacies.products.wgms import read_wgms
 
@@ -110,7 +110,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     stats = run_massbalance(table, records, out_dir, products or source, min_years,
                             min_observed, hydro_year_start, guards=not no_guards,
                             season_months=months)
-    for line in summary_lines(stats):
+    for line in massbalance_summary_lines(stats):
         click.echo(line)
     click.echo(f"-> {out_dir}")
 

@@ -47,7 +47,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     from glacierfacies.classes import CLASS_NAMES, class_index
     from glacierfacies.features import resolve_features
     from glacierfacies.training.config import TrainConfig
-    from glacierfacies.training.evaluation import summary_lines
+    from glacierfacies.training.evaluation import metrics_summary_lines
     from glacierfacies.training.protocol import train_dataset
 
     overrides = dict(epochs=epochs, batch_size=batch_size, width=width, lr=lr,
@@ -66,7 +66,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
                             progress=not quiet)
     click.echo(f"{run_dir}: stage {stage} done")
-    for line in summary_lines(metrics):
+    for line in metrics_summary_lines(metrics):
         click.echo(line)
 
 
@@ -76,11 +76,11 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
               default=None, help="PatchSet folder (default: the one recorded in the run).")
 def evaluate_cmd(run_dir, dataset) -> None:
     """Recompute RUN_DIR/metrics.json, confusion matrices and reliability diagram."""
-    from glacierfacies.training.evaluation import evaluate_run, summary_lines
+    from glacierfacies.training.evaluation import evaluate_run, metrics_summary_lines
 
     metrics = evaluate_run(run_dir, dataset)
     click.echo(f"{run_dir / 'metrics.json'} written")
-    for line in summary_lines(metrics):
+    for line in metrics_summary_lines(metrics):
         click.echo(line)
 
 

@@ -203,7 +203,7 @@ def _json_default(o):
     return str(o)
 
 
-def summary_lines(stats: dict) -> list[str]:
+def massbalance_summary_lines(stats: dict) -> list[str]:
     """Human summary of `run_massbalance` stats for the CLI."""
     lines = [f"{stats['n_glacier_years']} glacier-years of {stats['n_glaciers']} glaciers "
              f"({stats['product_source']})"]

@@ -126,7 +126,7 @@ def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None =
     return old
 
 
-def summary_lines(metrics: dict[str, Any]) -> list[str]:
+def metrics_summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A few human lines of a run's metrics for the CLI."""
     lines = []
     if "macro_f1_cleaned" in metrics:
