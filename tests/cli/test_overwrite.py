@@ -183,6 +183,25 @@ def test_features(sample_dir, tmp_path, monkeypatch, capsys):
     _refused_then_replaced(monkeypatch, capsys, args, out)
 
 
+@pytest.mark.parametrize("command", [
+    "sample OUT", "dataset build --scenes IN --dem IN --outlines IN --labels IN.csv -o OUT",
+    "dataset import-published IN -o OUT", "dataset export-published IN -o OUT",
+    "dataset import-points IN.csv -o OUT"])
+def test_folder_writers_refuse_before_reading_their_inputs(command, tmp_path, monkeypatch,
+                                                          capsys):
+    """The inputs are placeholders: the refusal comes before any of them is read."""
+    (tmp_path / "IN").mkdir()
+    (tmp_path / "IN.csv").write_text("not a table\n")
+    out = tmp_path / "OUT"
+    out.mkdir()
+    (out / "kept.txt").write_text("mine")
+    args = [str(tmp_path / a) if a.isupper() or a == "IN.csv" else a for a in command.split()]
+    before = _snapshot(out)
+    code, _, err = _main(monkeypatch, capsys, *args)
+    assert (code, err) == (1, f"error: {out}: output exists; pass --overwrite to replace it\n")
+    assert _snapshot(out) == before
+
+
 def test_every_glacierfacies_error_is_one_line(tmp_path, monkeypatch, capsys):
     """Not only InputError: a RunStateError (not a ValueError) is one line and exit 1 too."""
     from glacierfacies.errors import RunStateError

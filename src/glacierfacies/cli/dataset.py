@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
 from glacierfacies.cli.options import (
     dem_option,
@@ -63,6 +64,7 @@ def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, featur
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
 
+    check_output(out_dir, overwrite=overwrite)  # before sampling any scene
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
                         patch_size=patch_size, features=features, dtype=dtype,
                         k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
@@ -85,6 +87,7 @@ def dataset_import_published_cmd(folder, out_dir, dtype, workers, overwrite) -> 
     """Pack a folder of per-patch GeoTIFFs ({fold}_{glacier}_{date}_..._{class}.tif)."""
     from glacierfacies.data.published import import_published
 
+    check_output(out_dir, overwrite=overwrite)  # before reading any patch
     ps = import_published(folder, out_dir=out_dir, dtype=dtype, workers=workers,
                           overwrite=overwrite)
     click.echo(f"{out_dir}:")
@@ -101,6 +104,7 @@ def dataset_export_published_cmd(dataset_dir, folder, workers, overwrite) -> Non
     """Write a PatchSet (all 11 features) as one GeoTIFF per patch, the published layout."""
     from glacierfacies.data.published import export_published
 
+    check_output(folder, overwrite=overwrite)  # before reading the set
     export_published(dataset_dir, folder, workers=workers, overwrite=overwrite)
     click.echo(f"{folder}: {sum(1 for _ in folder.glob('*.tif'))} patches written")
 
@@ -128,6 +132,7 @@ def dataset_import_points_cmd(table, out_dir, bands, class_column, class_map, gl
     """A table of sampled band values (CSV/GeoPackage) -> spectral-only PatchSet (1x1)."""
     from glacierfacies.data.points import import_points
 
+    check_output(out_dir, overwrite=overwrite)  # before reading the table
     ps = import_points(table, band_columns=bands, class_column=class_column,
                        class_map=class_map, glacier_column=glacier_column, scale=scale,
                        offset=offset, strict=strict, fold_column=fold_column,

@@ -1,9 +1,9 @@
 """Options shared by several commands, defined once (after rasterio's `rio/options.py`).
 
 Each is a decorator, or a factory of one where commands differ only in whether the option
-is required or what it replaces; a command's `--help` shows the same name, default and text
-wherever the option appears. `--overwrite` means the same everywhere: without it a command
-refuses to replace an existing output (one line naming it, exit 1) and writes nothing.
+is required, must exist, or what it replaces, so an option reads the same in every command.
+`--overwrite` means the same everywhere: without it a command refuses to replace an existing
+output (one line naming it, exit 1) and writes nothing.
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ def dem_option(*, required: bool = True, must_exist: bool = False,
 
 
 def outlines_option(*, required: bool = True, must_exist: bool = False) -> Decorator:
-    """`--outlines`: the glacier polygons (read and reprojected by `outlines.read_outlines`)."""
+    """`--outlines`: the glacier polygons (reprojected onto the raster they are used with)."""
     return click.option("--outlines", "outlines", required=required,
                         type=click.Path(exists=must_exist, path_type=Path),
                         help="Glacier outlines (GeoPackage/Shapefile, any CRS).")
 
 
 def device_option(*, auto: bool = False) -> Decorator:
-    """`--device`: where torch runs. `auto` (training) leaves the choice to the preset, which
-    takes CUDA when present; mapping defaults to the CPU, which is bit-exact everywhere."""
+    """`--device`: where torch runs. With `auto` (training) the default is left to the
+    preset, which takes CUDA when present; mapping defaults to the CPU."""
     if auto:
         return click.option("--device", default=None,
                             help="auto (default: CUDA when present, else CPU), cpu, cuda or "
