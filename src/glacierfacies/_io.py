@@ -18,7 +18,19 @@ from typing import Any
 
 from glacierfacies.errors import InputError
 
-__all__ = ["atomic_output", "json_default", "save_figure", "to_json", "write_json", "write_text"]
+__all__ = ["atomic_output", "check_output", "json_default", "save_figure", "to_json",
+           "write_json", "write_text"]
+
+
+def check_output(dest: str | os.PathLike, *, overwrite: bool) -> Path:
+    """InputError unless `dest` may be written: its folder exists, and it does not or may be
+    replaced. Writers call it before any work, so a refused command writes nothing."""
+    dest = Path(dest)
+    if not dest.parent.exists():
+        raise InputError(dest.parent, "output folder does not exist")
+    if dest.exists() and not overwrite:
+        raise InputError(dest, "output exists; pass --overwrite to replace it")
+    return dest
 
 
 @contextlib.contextmanager
@@ -27,11 +39,7 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
 
     Works for files and folders (the block creates whichever it wants at the yielded path).
     """
-    dest = Path(dest)
-    if not dest.parent.exists():
-        raise InputError(dest.parent, "output folder does not exist")
-    if dest.exists() and not overwrite:
-        raise InputError(dest, "output exists; pass --overwrite to replace it")
+    dest = check_output(dest, overwrite=overwrite)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     os.unlink(tmp_name)

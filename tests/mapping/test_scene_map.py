@@ -118,12 +118,12 @@ def test_dense_is_tile_size_independent_and_equals_patches(raster):
 
 def test_dense_normalisation_matches_patches_apply_minmax(raster):
     from glacierfacies.data.normalisation import apply_minmax
-    from glacierfacies.mapping.inference import _prepare
+    from glacierfacies.mapping.inference import _prepare_input
 
     f, _, _, norm = raster
     m = Member(_model(0), minimum=norm["min"], maximum=norm["max"])
     x = torch.from_numpy(np.nan_to_num(f[:, :40, :40]))
-    np.testing.assert_array_equal(_prepare(m, x).numpy(), apply_minmax(x, norm).numpy())
+    np.testing.assert_array_equal(_prepare_input(m, x).numpy(), apply_minmax(x, norm).numpy())
 
 
 def test_dense_feature_subset_and_skipped_tiles():

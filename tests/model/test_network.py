@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glacierfacies.model.network import TwoScaleCNN, allowed_patch_sizes, check_patch_size
+from glacierfacies.model.network import TwoScaleCNN, allowed_patch_sizes, pooled_grid_size
 
 torch.set_num_threads(2)
 
@@ -98,9 +98,9 @@ def test_dense_logits_shape_and_offset():
 
 def test_patch_size_rules():
     assert allowed_patch_sizes(up_to=45) == [1, 27, 33, 39, 45]
-    assert check_patch_size(33) == 9
-    assert check_patch_size(1) == 0
-    assert check_patch_size(21, fine_depth=3, coarse_depth=2) == 5
+    assert pooled_grid_size(33) == 9
+    assert pooled_grid_size(1) == 0
+    assert pooled_grid_size(21, fine_depth=3, coarse_depth=2) == 5
     for bad in (31, 35, 21, 3):
         with pytest.raises(ValueError, match="P odd"):
             TwoScaleCNN(n_features=3, patch_size=bad)

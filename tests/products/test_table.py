@@ -110,7 +110,8 @@ def test_write_products_and_cli(world, tmp_path, monkeypatch, capsys):
     t = pd.read_csv(csv)
     assert t["date"].tolist() == ["2021-09-01"] * 2 and t["snowline_m"].isna().all()
     monkeypatch.setattr(sys, "argv", ["glacierfacies", "products", str(tmp_path / "nope.tif"),
-                                      "--outlines", str(world["outlines"]), "-o", str(csv)])
+                                      "--outlines", str(world["outlines"]), "-o", str(csv),
+                                      "--overwrite"])
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 1 and "nope.tif: facies map not found" in capsys.readouterr().err

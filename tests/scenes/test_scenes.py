@@ -631,3 +631,20 @@ def test_scene_grid_reads_no_pixels(tmp_path, monkeypatch):
         assert scene_grid(p) == read_scene(p).grid
     with pytest.raises(InputError, match="not a recognised scene"):
         scene_grid(safe / "MTD_MSIL2A.xml")
+
+
+def test_expand_scenes_paths_and_globs(tmp_path):
+    """One contract for map-many and the run configuration: globs sorted, plain paths must
+    exist, order of the patterns kept, duplicates dropped, one-line errors naming the pattern."""
+    from glacierfacies.scenes.reader import expand_scenes
+
+    for name in ("b.SAFE", "a.SAFE", "c.tif"):
+        (tmp_path / name).mkdir() if name.endswith(".SAFE") else (tmp_path / name).touch()
+    safe = [tmp_path / "a.SAFE", tmp_path / "b.SAFE"]
+    assert expand_scenes(str(tmp_path / "*.SAFE")) == safe
+    assert expand_scenes([str(tmp_path / "c.tif"), str(tmp_path / "*.SAFE"),
+                          str(tmp_path / "a.SAFE")]) == [tmp_path / "c.tif", *safe]
+    with pytest.raises(InputError, match=r"\*\.zip: no scene matches this pattern"):
+        expand_scenes(str(tmp_path / "*.zip"))
+    with pytest.raises(InputError, match="d.tif: scene not found"):
+        expand_scenes([str(tmp_path / "c.tif"), str(tmp_path / "d.tif")])

@@ -289,7 +289,7 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
 
     from glacierfacies.cli import cli
 
-    res = CliRunner().invoke(cli, ["evaluate", str(run)])
+    res = CliRunner().invoke(cli, ["evaluate", str(run), "--overwrite"])
     assert res.exit_code == 0, res.output
     again = json.loads((run / "metrics.json").read_text())
     assert again["macro_f1_cleaned"] == got["macro_f1_cleaned"]

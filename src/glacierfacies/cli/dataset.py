@@ -6,11 +6,27 @@ from pathlib import Path
 
 import click
 
+from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import (
+    dem_option,
+    fold_options,
+    outlines_option,
+    overwrite_option,
+    patch_dtype_option,
+)
 from glacierfacies.errors import InputError
 
+__all__ = [
+    "dataset_build_cmd",
+    "dataset_export_published_cmd",
+    "dataset_group",
+    "dataset_import_points_cmd",
+    "dataset_import_published_cmd",
+    "dataset_info_cmd",
+]
 
-# ---------------------------------------------------------------- dataset (issue 4)
+
 @cli.group("dataset")
 def dataset_group() -> None:
     """Build, import, export and inspect packed patch datasets (PatchSet folders)."""
@@ -31,25 +47,24 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
 @click.option("--scenes", "scenes", multiple=True, required=True,
               type=click.Path(exists=True, path_type=Path),
               help="Scene folder(s)/file(s), or a folder of scenes (repeatable).")
-@click.option("--dem", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--outlines", required=True, type=click.Path(exists=True, path_type=Path))
+@dem_option(must_exist=True)
+@outlines_option(must_exist=True)
 @click.option("--labels", required=True, type=click.Path(exists=True, path_type=Path),
               help="Points: class, glacier, scene_id (+ date, sensor, region, point_id).")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="PatchSet folder to write.")
 @click.option("--patch-size", default=33, show_default=True, help="Odd, 1..65.")
 @click.option("--features", default="all", show_default=True,
               help="Subset name (optical, optical+elevation, ...) or comma list.")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True)
-@click.option("--folds", "k_folds", default=6, show_default=True, help="Folds by glacier.")
-@click.option("--fold-column", default=None, help="Use this labels column as the folds.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--overwrite", is_flag=True)
+@patch_dtype_option
+@fold_options
+@overwrite_option("OUT")
 def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, features, dtype,
                       k_folds, fold_column, seed, overwrite) -> None:
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
 
+    check_output(out_dir, overwrite=overwrite)  # before sampling any scene
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
                         patch_size=patch_size, features=features, dtype=dtype,
                         k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
@@ -63,15 +78,16 @@ def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, featur
 
 @dataset_group.command("import-published")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="PatchSet folder to write.")
+@patch_dtype_option
 @click.option("--workers", default=4, show_default=True, help="Reader threads.")
-@click.option("--overwrite", is_flag=True)
+@overwrite_option("OUT")
 def dataset_import_published_cmd(folder, out_dir, dtype, workers, overwrite) -> None:
     """Pack a folder of per-patch GeoTIFFs ({fold}_{glacier}_{date}_..._{class}.tif)."""
     from glacierfacies.data.published import import_published
 
+    check_output(out_dir, overwrite=overwrite)  # before reading any patch
     ps = import_published(folder, out_dir=out_dir, dtype=dtype, workers=workers,
                           overwrite=overwrite)
     click.echo(f"{out_dir}:")
@@ -80,20 +96,23 @@ def dataset_import_published_cmd(folder, out_dir, dtype, workers, overwrite) -> 
 
 @dataset_group.command("export-published")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", "folder", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "folder", required=True, type=click.Path(path_type=Path),
+              help="Folder of per-patch GeoTIFFs to write.")
 @click.option("--workers", default=4, show_default=True, help="Writer threads.")
-@click.option("--overwrite", is_flag=True)
+@overwrite_option("OUT")
 def dataset_export_published_cmd(dataset_dir, folder, workers, overwrite) -> None:
     """Write a PatchSet (all 11 features) as one GeoTIFF per patch, the published layout."""
     from glacierfacies.data.published import export_published
 
+    check_output(folder, overwrite=overwrite)  # before reading the set
     export_published(dataset_dir, folder, workers=workers, overwrite=overwrite)
     click.echo(f"{folder}: {sum(1 for _ in folder.glob('*.tif'))} patches written")
 
 
 @dataset_group.command("import-points")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="PatchSet folder to write.")
 @click.option("--bands", default=None,
               help="sentinel2 | landsat89 | blue=COL,green=COL,... (default: columns named "
                    "blue..swir2).")
@@ -104,17 +123,16 @@ def dataset_export_published_cmd(dataset_dir, folder, workers, overwrite) -> Non
 @click.option("--scale", type=float, default=None, help="value * scale + offset.")
 @click.option("--offset", type=float, default=None)
 @click.option("--strict", is_flag=True, help="Unmapped classes are an error, not dropped.")
-@click.option("--fold-column", default=None)
-@click.option("--folds", "k_folds", default=6, show_default=True)
-@click.option("--seed", default=0, show_default=True)
 @click.option("--layer", default=None, help="GeoPackage layer.")
-@click.option("--overwrite", is_flag=True)
+@fold_options
+@overwrite_option("OUT")
 def dataset_import_points_cmd(table, out_dir, bands, class_column, class_map, glacier_column,
                               scale, offset, strict, fold_column, k_folds, seed, layer,
                               overwrite) -> None:
     """A table of sampled band values (CSV/GeoPackage) -> spectral-only PatchSet (1x1)."""
     from glacierfacies.data.points import import_points
 
+    check_output(out_dir, overwrite=overwrite)  # before reading the table
     ps = import_points(table, band_columns=bands, class_column=class_column,
                        class_map=class_map, glacier_column=glacier_column, scale=scale,
                        offset=offset, strict=strict, fold_column=fold_column,

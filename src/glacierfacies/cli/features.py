@@ -6,24 +6,25 @@ from pathlib import Path
 
 import click
 
+from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import dem_option, outlines_option, overwrite_option
 from glacierfacies.errors import InputError
 
+__all__ = ["features_cmd"]
 
-# ---------------------------------------------------------------- features (issue 3)
+
 @cli.command("features")
 @click.argument("scene_path", metavar="SCENE", type=click.Path(path_type=Path))
-@click.option("--dem", "dem", required=True, type=click.Path(path_type=Path),
-              help="DEM raster (any CRS; reprojected bilinearly onto the scene's 10 m grid).")
-@click.option("--outlines", "outlines", required=True, type=click.Path(path_type=Path),
-              help="Glacier outlines (GeoPackage/Shapefile; any CRS).")
+@dem_option()
+@outlines_option()
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Output 11-band GeoTIFF.")
 @click.option("--band-map", default=None,
               help="Plain GeoTIFF only: blue=1,green=2,red=3,nir=4,swir1=5,swir2=6.")
 @click.option("--scale", type=float, default=None, help="Plain GeoTIFF only: DN scale.")
 @click.option("--offset", type=float, default=None, help="Plain GeoTIFF only: DN offset.")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@overwrite_option("OUTPUT")
 def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
                  band_map: str | None, scale: float | None, offset: float | None,
                  overwrite: bool) -> None:
@@ -33,10 +34,7 @@ def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, write_feature_stack
 
-    if output.exists() and not overwrite:
-        raise InputError(output, "output exists; pass --overwrite to replace it")
-    if not output.parent.exists():
-        raise InputError(output.parent, "output folder does not exist")
+    check_output(output, overwrite=overwrite)  # before reading anything
     try:
         bmap = parse_band_map(band_map) if band_map else None
     except ValueError as exc:
@@ -47,4 +45,3 @@ def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
     n_glac = int(len(stack.outlines))
     click.echo(f"{output}: {stack.shape[0]}x{stack.shape[1]} px, 11 bands, "
                f"{stack.valid.mean():.1%} valid, {n_glac} glacier(s), scene {scene.scene_id}")
-

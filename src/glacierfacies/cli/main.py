@@ -1,4 +1,9 @@
-"""The `glacierfacies` command group and its entry point: one-line errors, non-zero exits."""
+"""The `glacierfacies` command group and its entry point: one-line errors, non-zero exits.
+
+Command modules register on `cli`; `main()` turns every `GlacierFaciesError` (bad input, a
+model that does not fit the data, a run folder of another configuration, an output that
+exists without --overwrite) into one line, `error: <path>: <problem>`, and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import sys
 import click
 
 from glacierfacies import __version__
-from glacierfacies.errors import InputError
+from glacierfacies.errors import GlacierFaciesError
+
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,6 +28,9 @@ def cli() -> None:
       glacierfacies run -o out/
     Stages, one by one:
       sample -> features -> dataset build -> train -> map -> products -> massbalance
+
+    Commands that write refuse to replace an existing output unless given --overwrite;
+    `train` and `run` resume the folder they are given instead.
     """
 
 
@@ -38,7 +48,7 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code or 2)
-    except InputError as exc:
+    except GlacierFaciesError as exc:  # InputError (also a ValueError) and the rest
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -1,37 +1,122 @@
-"""Options shared by several commands, defined once (after rasterio's `rio/options.py`)."""
+"""Options shared by several commands, defined once (after rasterio's `rio/options.py`).
+
+Each is a decorator, or a factory of one where commands differ only in whether the option
+is required, must exist, or what it replaces, so an option reads the same in every command.
+`--overwrite` means the same everywhere: without it a command refuses to replace an existing
+output (one line naming it, exit 1) and writes nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
+from glacierfacies.mapping.config import MapConfig
 
-# ---------------------------------------------------------------- map / map-many (issue 6)
-def _map_options(f):
-    """Options shared by `map` and `map-many`."""
-    opts = [
-        click.option("--dem", required=True, type=click.Path(path_type=Path),
-                     help="DEM raster (any CRS; resampled to the scene grid)."),
-        click.option("--outlines", required=True, type=click.Path(path_type=Path),
-                     help="Glacier outlines (GeoPackage/Shapefile, any CRS)."),
-        click.option("--model", "models", required=True, multiple=True,
-                     type=click.Path(path_type=Path),
-                     help="Model file (foldK.pt); repeat for an ensemble (mean probabilities)."),
-        click.option("--buffer", default="0m", show_default=True,
-                     help="Also classify pixels within this distance of the outlines (e.g. 50m)."),
-        click.option("--no-smoothing", is_flag=True, help="Skip the 3x3 mode smoothing."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--tile-size", type=int, default=1024, show_default=True,
-                     help="Output tile side in pixels (results do not depend on it)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-                     show_default=True, help="bf16: faster on GPUs, not bit-exact."),
-        click.option("--confidence-dtype", type=click.Choice(["uint8", "float32"]),
-                     default="uint8", show_default=True,
-                     help="Confidence as percent (uint8, 255 nodata) or probability (float32)."),
-        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+__all__ = [
+    "dem_option",
+    "device_option",
+    "fold_options",
+    "map_config",
+    "map_config_options",
+    "map_input_options",
+    "models_option",
+    "outlines_option",
+    "overwrite_option",
+    "patch_dtype_option",
+    "tile_size_option",
+]
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _stack(*options: Decorator) -> Decorator:
+    """Apply several options in the order given (as they appear in `--help`)."""
+
+    def decorate(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def dem_option(*, required: bool = True, must_exist: bool = False,
+               help: str = "DEM raster (any CRS; reprojected bilinearly onto the scene's "
+                           "10 m grid).") -> Decorator:
+    """`--dem`: the elevation raster the terrain features (or snowline altitude) come from."""
+    return click.option("--dem", "dem", required=required,
+                        type=click.Path(exists=must_exist, path_type=Path), help=help)
+
+
+def outlines_option(*, required: bool = True, must_exist: bool = False) -> Decorator:
+    """`--outlines`: the glacier polygons (reprojected onto the raster they are used with)."""
+    return click.option("--outlines", "outlines", required=required,
+                        type=click.Path(exists=must_exist, path_type=Path),
+                        help="Glacier outlines (GeoPackage/Shapefile, any CRS).")
+
+
+def device_option(*, auto: bool = False) -> Decorator:
+    """`--device`: where torch runs. With `auto` (training) the default is left to the
+    preset, which takes CUDA when present; mapping defaults to the CPU."""
+    if auto:
+        return click.option("--device", default=None,
+                            help="auto (default: CUDA when present, else CPU), cpu, cuda or "
+                                 "cuda:N.")
+    return click.option("--device", default="cpu", show_default=True,
+                        help="cpu, cuda or cuda:N.")
+
+
+def overwrite_option(what: str = "the output", *, help: str | None = None) -> Decorator:
+    """`--overwrite`: replace `what` if present; without the flag the command refuses."""
+    return click.option("--overwrite", is_flag=True,
+                        help=help or f"Replace {what} if present (default: refuse).")
+
+
+models_option: Decorator = click.option(
+    "--model", "models", required=True, multiple=True, type=click.Path(path_type=Path),
+    help="Model file (foldK.pt); repeat for an ensemble (mean probabilities).")
+
+tile_size_option: Decorator = click.option(
+    "--tile-size", type=int, default=1024, show_default=True,
+    help="Output tile side in pixels (results do not depend on it).")
+
+patch_dtype_option: Decorator = click.option(
+    "--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+    help="Storage type of the patches.")
+
+fold_options: Decorator = _stack(
+    click.option("--folds", "k_folds", default=6, show_default=True,
+                 help="Number of folds, assigned by glacier."),
+    click.option("--fold-column", default=None,
+                 help="Use this column of the labels as the folds (instead of --folds)."),
+    click.option("--seed", default=0, show_default=True, help="Seed of the fold assignment."),
+)
+
+
+map_input_options: Decorator = _stack(dem_option(), outlines_option(), models_option)
+"""`--dem`, `--outlines` and `--model` of `map` and `map-many`."""
+
+map_config_options: Decorator = _stack(
+    click.option("--buffer", default="0m", show_default=True,
+                 help="Also classify pixels within this distance of the outlines (e.g. 50m)."),
+    click.option("--no-smoothing", is_flag=True, help="Skip the 3x3 mode smoothing."),
+    device_option(),
+    tile_size_option,
+    click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+                 show_default=True, help="bf16: faster on GPUs, not bit-exact."),
+    click.option("--confidence-dtype", type=click.Choice(["uint8", "float32"]),
+                 default="uint8", show_default=True,
+                 help="Confidence as percent (uint8, 255 nodata) or probability (float32)."),
+)
+"""The options of `map` and `map-many` that make their `MapConfig` (see `map_config`)."""
+
+
+def map_config(buffer: str, no_smoothing: bool, device: str, tile_size: int, precision: str,
+               confidence_dtype: str) -> MapConfig:
+    """The `MapConfig` of the values `map_config_options` parsed."""
+    return MapConfig(buffer=buffer, smoothing=not no_smoothing, device=device,
+                     tile_size=tile_size, confidence_dtype=confidence_dtype, precision=precision)

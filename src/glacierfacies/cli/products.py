@@ -6,18 +6,21 @@ from pathlib import Path
 
 import click
 
+from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import dem_option, outlines_option, overwrite_option
 from glacierfacies.errors import InputError
 
+__all__ = ["massbalance_cmd", "products_cmd"]
 
-# ---------------------------------------------------------------- products / massbalance (issue 7)
+
 @cli.command("products")
 @click.argument("maps", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--outlines", required=True, type=click.Path(path_type=Path),
-              help="Glacier outlines (GeoPackage/shapefile).")
-@click.option("--dem", type=click.Path(path_type=Path), help="DEM for snowline altitude.")
+@outlines_option()
+@dem_option(required=False, help="DEM raster for the snowline altitude (any CRS).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
-              help="products.gpkg (with outline geometry) or products.csv")
+              help="products.gpkg (with outline geometry) or products.csv; OUTPUT.json "
+                   "beside it records configuration and sources.")
 @click.option("--id-column", help="Outline column naming glaciers (default: first of "
               "glacier, rgi_id, RGIId, name, Name, wgms_id).")
 @click.option("--confidence", "confidence", multiple=True, type=click.Path(path_type=Path),
@@ -33,17 +36,20 @@ from glacierfacies.errors import InputError
 @click.option("--scene-id", help="Scene id (single MAP; default: map tags, else file name).")
 @click.option("--date", "date_", help="Acquisition date YYYY-MM-DD (single MAP).")
 @click.option("--sensor", help="Sensor (single MAP).")
+@overwrite_option("OUTPUT and OUTPUT.json")
 def products_cmd(maps, outlines, dem, output, id_column, confidence, probabilities, shadow,
-                 refrozen_accumulation, scene_id, date_, sensor) -> None:
+                 refrozen_accumulation, scene_id, date_, sensor, overwrite) -> None:
     """Per-glacier products (class areas, observed fraction, AAR, snowline) of facies MAPS."""
     from glacierfacies.products.massbalance import ProductConfig
-    from glacierfacies.products.table import compute_products, write_products
+    from glacierfacies.products.table import compute_products, products_sidecar, write_products
 
     for name, opt in (("--confidence", confidence), ("--probabilities", probabilities)):
         if opt and len(opt) != len(maps):
             raise InputError(None, f"{name} given {len(opt)} times for {len(maps)} maps")
     if output.suffix.lower() not in (".gpkg", ".csv"):
         raise InputError(output, "output must end in .gpkg or .csv")
+    for path in (output, products_sidecar(output)):  # before reading any map
+        check_output(path, overwrite=overwrite)
     config = ProductConfig(refrozen_is_accumulation=refrozen_accumulation, shadow=shadow)
     table = compute_products(list(maps), outlines, dem, config, list(confidence) or None,
                              list(probabilities) or None, id_column,
@@ -51,7 +57,8 @@ def products_cmd(maps, outlines, dem, output, id_column, confidence, probabiliti
     if table.empty:
         raise InputError(outlines, "no glacier outline overlaps the map(s)")
     write_products(table, output, config, {"maps": [str(m) for m in maps],
-                                           "outlines": str(outlines), "dem": str(dem)})
+                                           "outlines": str(outlines), "dem": str(dem)},
+                   overwrite=overwrite)
     click.echo(f"{len(table)} glacier-scene rows ({table['glacier'].nunique()} glaciers, "
                f"{table['scene_id'].nunique()} scenes) -> {output}")
 
@@ -87,11 +94,12 @@ def _month_list(text: str) -> tuple[int, ...]:
 @click.option("--no-guards", is_flag=True, help="Fit every glacier with >= --min-years alone.")
 @click.option("--records-aar", is_flag=True,
               help="Use the records' own AAR/ELA as the product (the ceiling); no PRODUCTS.")
+@overwrite_option("the output folder")
 def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed,
-                    hydro_year_start, season_months, no_guards, records_aar) -> None:
+                    hydro_year_start, season_months, no_guards, records_aar, overwrite) -> None:
     """Regress annual mass balance on AAR and snowline altitude of end-of-season PRODUCTS."""
     from glacierfacies.products.glamos import read_glamos
-    from glacierfacies.products.regression import run_massbalance, summary_lines
+    from glacierfacies.products.regression import massbalance_summary_lines, run_massbalance
     from glacierfacies.products.table import read_products
     from glacierfacies.products.wgms import read_wgms
 
@@ -104,13 +112,14 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     if not 0 <= min_observed <= 1:
         raise InputError(None, f"--min-observed must be in [0, 1], got {min_observed}")
     months = None if season_months.strip().lower() == "any" else _month_list(season_months)
+    check_output(out_dir, overwrite=overwrite)  # before reading the records
     source = Path(wgms_dir or glamos)
     records = read_wgms(wgms_dir) if wgms_dir else read_glamos(glamos)
     table = read_products(products) if products is not None else None
     stats = run_massbalance(table, records, out_dir, products or source, min_years,
                             min_observed, hydro_year_start, guards=not no_guards,
-                            season_months=months)
-    for line in summary_lines(stats):
+                            season_months=months, overwrite=overwrite)
+    for line in massbalance_summary_lines(stats):
         click.echo(line)
     click.echo(f"-> {out_dir}")
 

@@ -8,8 +8,9 @@ import click
 
 from glacierfacies.cli.main import cli
 
+__all__ = ["run_cmd"]
 
-# ---------------------------------------------------------------- run (issue 8)
+
 @cli.command("run")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False, path_type=Path),

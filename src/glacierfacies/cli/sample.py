@@ -7,14 +7,16 @@ from pathlib import Path
 import click
 
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import overwrite_option
 from glacierfacies.errors import InputError
 
+__all__ = ["sample_cmd"]
 
-# ---------------------------------------------------------------- sample (issue 2)
+
 @cli.command("sample")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (>= 0).")
-@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
+@overwrite_option("OUT_DIR")
 def sample_cmd(out_dir: Path, seed: int, overwrite: bool) -> None:
     """Write the built-in sample (DEM, outlines, scenes, labels, WGMS-like table) to OUT_DIR."""
     from glacierfacies.sample.generate import write_sample

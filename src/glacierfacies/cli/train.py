@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import device_option, overwrite_option
 from glacierfacies.errors import InputError
 
+__all__ = ["evaluate_cmd", "export_onnx_cmd", "train_cmd"]
 
-# ---------------------------------------------------------------- train / evaluate (issue 5)
+
 @cli.command("train")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", "run_dir", required=True,
@@ -28,7 +30,7 @@ from glacierfacies.errors import InputError
 @click.option("--features", default=None, help="Subset name or comma list (default: all).")
 @click.option("--prune-classes", default=None,
               help="Comma list of classes confident learning may prune (default: facies).")
-@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N.")
+@device_option(auto=True)
 @click.option("--seed", type=int, default=None)
 @click.option("--checkpoint-every", type=int, default=None, help="Batches between checkpoints.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default 2).")
@@ -47,7 +49,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     from glacierfacies.classes import CLASS_NAMES, class_index
     from glacierfacies.features import resolve_features
     from glacierfacies.training.config import TrainConfig
-    from glacierfacies.training.evaluation import summary_lines
+    from glacierfacies.training.evaluation import metrics_summary_lines
     from glacierfacies.training.protocol import train_dataset
 
     overrides = dict(epochs=epochs, batch_size=batch_size, width=width, lr=lr,
@@ -66,7 +68,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
                             progress=not quiet)
     click.echo(f"{run_dir}: stage {stage} done")
-    for line in summary_lines(metrics):
+    for line in metrics_summary_lines(metrics):
         click.echo(line)
 
 
@@ -74,24 +76,35 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="PatchSet folder (default: the one recorded in the run).")
-def evaluate_cmd(run_dir, dataset) -> None:
-    """Recompute RUN_DIR/metrics.json, confusion matrices and reliability diagram."""
-    from glacierfacies.training.evaluation import evaluate_run, summary_lines
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Metrics file to write (default: RUN_DIR/metrics.json).")
+@overwrite_option(help="Replace OUT if present (default: refuse); needed to update "
+                        "RUN_DIR/metrics.json, which `train` writes, in place.")
+def evaluate_cmd(run_dir, dataset, out, overwrite) -> None:
+    """Recompute RUN_DIR/metrics.json, confusion matrices and reliability diagram.
 
-    metrics = evaluate_run(run_dir, dataset)
-    click.echo(f"{run_dir / 'metrics.json'} written")
-    for line in summary_lines(metrics):
+    The metrics come from the run's stored out-of-fold predictions. `train` has written
+    RUN_DIR/metrics.json already: pass --overwrite to replace it, or -o to write the
+    recomputed metrics elsewhere. The figures are redrawn in RUN_DIR.
+    """
+    from glacierfacies.training.evaluation import evaluate_run, metrics_summary_lines
+
+    dest = out if out is not None else run_dir / "metrics.json"
+    metrics = evaluate_run(run_dir, dataset, out=dest, overwrite=overwrite)
+    click.echo(f"{dest} written")
+    for line in metrics_summary_lines(metrics):
         click.echo(line)
 
 
 @cli.command("export-onnx")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def export_onnx_cmd(model, out) -> None:
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX file to write.")
+@overwrite_option("OUT")
+def export_onnx_cmd(model, out, overwrite) -> None:
     """Export a fold model (dense, normalised, calibrated) to ONNX: features -> probabilities."""
     from glacierfacies.model.onnx import export_onnx
 
-    export_onnx(model, out)
+    export_onnx(model, out, overwrite=overwrite)
     click.echo(f"{out}: input 'features' (B, F, H, W) raw, output 'probabilities' "
                "(B, 8, H-S+1, W-S+1)")
-

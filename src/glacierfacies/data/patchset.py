@@ -41,7 +41,8 @@ CHUNK = 4096  # patches per chunk when streaming over a memory map
 
 
 def check_patch_size(patch_size: int) -> int:
-    """Patch sizes are odd (a centre pixel) and 1..65 (the paper uses 33)."""
+    """The patch size a PatchSet may hold: odd (a centre pixel) and 1..65 (the paper uses 33);
+    InputError otherwise. Whether a network takes it is `model.network.pooled_grid_size`."""
     s = int(patch_size)
     if s != patch_size or s < 1 or s > 65 or s % 2 == 0:
         raise InputError(None, f"patch size must be odd and in 1..65, got {patch_size}")

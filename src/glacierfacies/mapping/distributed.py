@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,14 +44,6 @@ class ManyResult:
         lines += [f"  {r['status']}: {r['scene']}: {r.get('message', '')}"
                   for r in self.records if r["status"] in ("bad input", "failed")]
         return "\n".join(lines)
-
-
-def expand_scenes(pattern: str) -> list[Path]:
-    """Scenes matching a glob (files or folders such as *.SAFE), sorted; InputError if none."""
-    hits = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern)))
-    if not hits:
-        raise InputError(pattern, "no scene matches this pattern")
-    return hits
 
 
 def map_many(

@@ -71,7 +71,7 @@ def _as_tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _prepare(member: Member, x: torch.Tensor) -> torch.Tensor:
+def _prepare_input(member: Member, x: torch.Tensor) -> torch.Tensor:
     """Select features, min-max normalise, fill non-finite with 0 (those windows are masked).
 
     Works on (F, H, W) and (B, F, H, W). The normalisation is `patches.apply_minmax`, the
@@ -296,7 +296,7 @@ def dense_predict(
                                       ).to(dev)
                 p = None
                 for member, run, c in zip(members, runners, c_in, strict=True):
-                    xin = _prepare(member, x)
+                    xin = _prepare_input(member, x)
                     if c > xin.shape[1]:
                         xin = torch.cat([xin, xin.new_zeros((xin.shape[0], c - xin.shape[1],
                                                              hin, win))], dim=1)
@@ -363,7 +363,7 @@ def patch_predict(
             x = x.to(dev).float()
             p = None
             for member in members:
-                xin = torch.stack([_prepare(member, xi) for xi in x])
+                xin = torch.stack([_prepare_input(member, xi) for xi in x])
                 pk = torch.softmax(member.model(xin).float() / float(member.temperature), dim=1)
                 p = pk if p is None else p + pk
             out.append((p / len(members)).cpu().numpy())

@@ -19,8 +19,12 @@ def allowed_patch_sizes(fine_depth: int = 3, coarse_depth: int = 3, up_to: int =
     return sizes
 
 
-def check_patch_size(patch_size: int, fine_depth: int = 3, coarse_depth: int = 3) -> int:
-    """Return the pooled grid size P for `patch_size` (0 for S == 1); ValueError if not allowed."""
+def pooled_grid_size(patch_size: int, fine_depth: int = 3, coarse_depth: int = 3) -> int:
+    """The pooled grid size P of the CNN for `patch_size` (0 for S == 1).
+
+    ValueError if the network cannot take that size; a dataset's own rule (odd, 1..65) is
+    `data.patchset.check_patch_size`.
+    """
     if patch_size == 1:
         return 0
     rest = patch_size - 2 * fine_depth
@@ -135,7 +139,7 @@ class TwoScaleCNN(nn.Module):
             raise ValueError("n_features >= 1, n_classes >= 2, width >= 1, dense_width >= 1")
         if fine_depth < 1 or coarse_depth < 0:
             raise ValueError("fine_depth must be >= 1 and coarse_depth >= 0")
-        self.pooled_size = check_patch_size(patch_size, fine_depth, coarse_depth)
+        self.pooled_size = pooled_grid_size(patch_size, fine_depth, coarse_depth)
         self.kwargs = dict(
             n_features=n_features, n_classes=n_classes, width=width, patch_size=patch_size,
             fine_depth=fine_depth, coarse_depth=coarse_depth, dense_width=dense_width,

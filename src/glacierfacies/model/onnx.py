@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, check_output
 from glacierfacies.errors import InputError
 from glacierfacies.model.card import ModelCard, load_model
 from glacierfacies.model.network import TwoScaleCNN
@@ -34,10 +34,14 @@ class DenseProbabilities(torch.nn.Module):
 
 
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, size: int = 128,
-                opset: int = 17) -> Path:
-    """Export a fold model's dense, normalised, calibrated forward to ONNX (dynamic H, W)."""
+                opset: int = 17, *, overwrite: bool = False) -> Path:
+    """Export a fold model's dense, normalised, calibrated forward to ONNX (dynamic H, W).
+
+    An existing OUT is an InputError unless `overwrite`.
+    """
     import importlib.util
 
+    out = check_output(out, overwrite=overwrite)
     if importlib.util.find_spec("onnx") is None:
         raise InputError(out, "ONNX export needs the optional package onnx "
                               "(pip install 'glacierfacies[onnx]')")
@@ -45,8 +49,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, size: int
     wrapper = DenseProbabilities(model, card).eval()
     s = max(size, card.patch_size)
     example = torch.zeros(1, len(card.features), s, s)
-    out = Path(out)
-    with atomic_output(out) as tmp, warnings.catch_warnings():
+    with atomic_output(out, overwrite=overwrite) as tmp, warnings.catch_warnings():
         # the legacy (TorchScript) exporter needs no onnxscript; its tracer warns about the
         # shape checks, which are constant for valid inputs
         warnings.simplefilter("ignore")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, check_output
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
 from glacierfacies.products.wgms import link_glaciers, wgms_aar_table
@@ -107,14 +107,17 @@ def run_massbalance(
     start_month: int = 10,
     guards: bool = True,
     season_months: tuple[int, ...] | None = mb.LATE_SEASON_MONTHS,
+    *,
+    overwrite: bool = False,
 ) -> dict:
     """End-of-season selection, join with balances, regressions; writes OUT_DIR.
 
     `products=None` uses the records' own AAR and ELA as the products (the ceiling a
     satellite AAR could reach). OUT_DIR gets ``stats.json``, ``per_glacier.csv``,
     ``glacier_years.csv`` (joined table with held-out predictions) and ``scatter_*.png``.
+    An existing OUT_DIR is an InputError unless `overwrite` (then it is replaced whole).
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, overwrite=overwrite)
     if products is None:
         table = wgms_aar_table(records).rename(
             columns={"ela_m": "snowline_m"})
@@ -166,7 +169,7 @@ def run_massbalance(
          **({f"loyo_{a}": b for a, b in asdict(gf.loyo).items()} if gf.loyo else {})}
         for k, v in results.items() for gf in v.glaciers
     ])
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir()
         (tmp / "stats.json").write_text(
             json.dumps(_clean(stats), indent=2, default=_json_default, allow_nan=False))
@@ -203,7 +206,7 @@ def _json_default(o):
     return str(o)
 
 
-def summary_lines(stats: dict) -> list[str]:
+def massbalance_summary_lines(stats: dict) -> list[str]:
     """Human summary of `run_massbalance` stats for the CLI."""
     lines = [f"{stats['n_glacier_years']} glacier-years of {stats['n_glaciers']} glaciers "
              f"({stats['product_source']})"]

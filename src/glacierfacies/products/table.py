@@ -18,7 +18,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from tqdm import tqdm
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, check_output
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
@@ -230,24 +230,36 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
 
 
 def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.ProductConfig,
-                   sources: dict | None = None) -> Path:
-    """GeoPackage (layer ``products``, outline geometry) or CSV, plus ``<dest>.json``."""
+                   sources: dict | None = None, *, overwrite: bool = False) -> Path:
+    """GeoPackage (layer ``products``, outline geometry) or CSV, plus ``<dest>.json``.
+
+    An existing DEST (or its ``.json``) is an InputError unless `overwrite`; nothing is
+    written then.
+    """
     dest = Path(dest)
     suffix = dest.suffix.lower()
     if suffix not in (".gpkg", ".csv"):
         raise InputError(dest, "output must end in .gpkg or .csv")
-    with atomic_output(dest) as tmp:
+    side = products_sidecar(dest)
+    for path in (dest, side):
+        check_output(path, overwrite=overwrite)
+    with atomic_output(dest, overwrite=overwrite) as tmp:
         if suffix == ".gpkg":
             with warnings.catch_warnings():  # the temporary name does not end in .gpkg
                 warnings.filterwarnings("ignore", message=".*filename extension")
                 table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
         else:
             pd.DataFrame(table.drop(columns="geometry")).to_csv(tmp, index=False)
-    side = dest.with_name(dest.name + ".json")
-    with atomic_output(side) as tmp:
+    with atomic_output(side, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps({"config": config.to_dict(), "sources": sources or {},
                                    "rows": len(table)}, indent=2, default=str))
     return dest
+
+
+def products_sidecar(dest: str | Path) -> Path:
+    """The JSON written beside a products table: its configuration and sources."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".json")
 
 
 PRODUCT_REQUIRED = ("glacier", "scene_id", "date", "aar", "observed_fraction")

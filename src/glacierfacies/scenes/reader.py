@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections.abc import Iterable
@@ -49,6 +50,31 @@ def find_scenes(directory: str | os.PathLike) -> list[Path]:
 
     walk(root)
     return sorted(found)
+
+
+def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Scene paths from paths and glob patterns (``*.SAFE``, ``~`` expanded), in the order
+    given, each pattern's matches sorted, duplicates dropped.
+
+    InputError naming the pattern when a glob matches nothing or a plain path is missing.
+    """
+    if isinstance(patterns, str | os.PathLike):
+        patterns = [patterns]
+    out: list[Path] = []
+    for given in patterns:
+        pattern = os.path.expanduser(os.fspath(given))
+        if any(ch in pattern for ch in "*?["):
+            hits = sorted(glob.glob(pattern))
+            if not hits:
+                raise InputError(given, "no scene matches this pattern")
+        elif os.path.exists(pattern):
+            hits = [pattern]
+        else:
+            raise InputError(given, "scene not found")
+        for hit in map(Path, hits):
+            if hit not in out:
+                out.append(hit)
+    return out
 
 
 def read_scene(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import check_output
 from glacierfacies.errors import InputError
 from glacierfacies.layout import get_filepath, models_dir
 from glacierfacies.model.card import _write_json
@@ -105,28 +106,35 @@ def _flip_detection(table: Any, flagged: np.ndarray, flipped: Any) -> dict[str, 
     }
 
 
-def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None
+def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None,
+                 *, out: str | os.PathLike | None = None, overwrite: bool = False
                  ) -> dict[str, Any]:
-    """Recompute RUN_DIR/metrics.json (and figures) from the stored out-of-fold predictions."""
+    """Recompute a run's metrics (and figures) from the stored out-of-fold predictions.
+
+    The metrics of RUN_DIR/metrics.json, updated, go to `out` (default that same file); an
+    existing `out` is an InputError unless `overwrite`, and then nothing is written.
+    """
     from glacierfacies.data.patchset import PatchSet
 
     run_dir = Path(run_dir)
+    dest = check_output(Path(out) if out is not None else run_dir / "metrics.json",
+                        overwrite=overwrite)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     dataset = dataset or info.get("dataset")
     if not dataset:
         raise InputError(run_dir, "no dataset recorded in run.json; pass --dataset")
     ps = PatchSet.load(dataset)
-    out = run_evaluation(ps, run_dir, flipped=_flipped_table(ps, info.get("flipped_labels")))
+    scores = run_evaluation(ps, run_dir, flipped=_flipped_table(ps, info.get("flipped_labels")))
     prev = run_dir / "metrics.json"
     old = json.loads(prev.read_text()) if prev.is_file() else {}
-    old.update(out)
+    old.update(scores)
     old["dataset"] = str(dataset)
-    _write_json(prev, old)
+    _write_json(dest, old)
     return old
 
 
-def summary_lines(metrics: dict[str, Any]) -> list[str]:
+def metrics_summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A few human lines of a run's metrics for the CLI."""
     lines = []
     if "macro_f1_cleaned" in metrics:

@@ -104,7 +104,9 @@ class _Data:
     patch_size: int
 
 
-def _prepare(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
+def prepare_training_data(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
+    """The patchset's selected features (raw) and labels on the training device, checked
+    finite; the mapping side's per-tile equivalent is `mapping.inference._prepare_input`."""
     names = tuple(patchset.feature_names)
     wanted = names if cfg.features is None else tuple(cfg.features)
     missing = [n for n in wanted if n not in names]

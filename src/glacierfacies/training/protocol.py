@@ -24,8 +24,8 @@ from glacierfacies.training.loop import (
     _Data,
     _fit_norm,
     _Normaliser,
-    _prepare,
     predict_logits,
+    prepare_training_data,
     sample_weights,
     train_fold,
 )
@@ -92,7 +92,7 @@ def run_round(
     mdir = models_dir(run_dir, round_no)
     mdir.mkdir(parents=True, exist_ok=True)
     device = cfg.resolved_device()
-    data = data or _prepare(patchset, cfg, device)
+    data = data or prepare_training_data(patchset, cfg, device)
     n, n_classes = len(data.labels), len(data.class_names)
     table = patchset.table
     scenes = table["scene_id"].astype(str).to_numpy()
@@ -242,7 +242,7 @@ def run_protocol(
     out: dict[str, Any] = {}
     if stage in ("round1", "all"):
         t0 = time.perf_counter()
-        data = _prepare(patchset, cfg, device)
+        data = prepare_training_data(patchset, cfg, device)
         r1 = run_round(patchset, cfg, run_dir, 1, progress=progress, data=data)
         warn += r1["warnings"]
         timings["round1_s"] = time.perf_counter() - t0
@@ -257,7 +257,7 @@ def run_protocol(
         if not flagged_path.is_file():
             raise InputError(flagged_path, "no cleaning result; run --stage clean first")
         keep = ~np.load(flagged_path)
-        data = data or _prepare(patchset, cfg, device)
+        data = data or prepare_training_data(patchset, cfg, device)
         r2 = run_round(patchset, cfg, run_dir, 2, keep=keep, progress=progress, data=data)
         warn += r2["warnings"]
         timings["round2_s"] = time.perf_counter() - t0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import platform
@@ -113,22 +112,6 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, Path]:
     return cfg, base
 
 
-def expand_scenes(patterns: tuple[str, ...]) -> list[Path]:
-    """Scene paths from explicit paths and glob patterns, sorted, duplicates removed."""
-    out: list[Path] = []
-    for pat in patterns:
-        hits = sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else [pat]
-        if not hits:
-            raise InputError(pat, "no scene matches this pattern")
-        for h in hits:
-            p = Path(h)
-            if not p.exists():
-                raise InputError(p, "scene not found")
-            if p not in out:
-                out.append(p)
-    return out
-
-
 @dataclass
 class Inputs:
     scenes: list[Path]
@@ -163,6 +146,8 @@ def _resolve_inputs(cfg: RunConfig, out: Path) -> Inputs:
         return Inputs(scenes=list(find_scenes(s / "scenes")), dem=s / "dem.tif",
                       outlines=s / "outlines.gpkg", labels=s / "labels.gpkg", wgms=s / "wgms",
                       flipped=s / "flipped_labels.csv", truth=s / "truth")
+    from glacierfacies.scenes.reader import expand_scenes
+
     return Inputs(scenes=expand_scenes(cfg.scenes), dem=Path(cfg.dem), outlines=Path(cfg.outlines),
                   labels=Path(cfg.labels), wgms=Path(cfg.wgms) if cfg.wgms else None)
 

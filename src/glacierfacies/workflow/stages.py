@@ -69,8 +69,8 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     maps = _map_files(out)
     table = compute_products(maps, inputs.outlines, inputs.dem, pcfg)
     get_filepath("products", out).mkdir(exist_ok=True)
-    write_products(table, get_filepath("products_gpkg", out), pcfg)
-    write_products(table, get_filepath("products_csv", out), pcfg)
+    write_products(table, get_filepath("products_gpkg", out), pcfg, overwrite=True)
+    write_products(table, get_filepath("products_csv", out), pcfg, overwrite=True)
     summary: dict[str, Any] = {"rows": int(len(table))}
     if inputs.truth is not None and (inputs.truth / "aar_truth.csv").is_file():
         summary["aar_vs_truth"] = compare_aar_with_truth(table, inputs.truth / "aar_truth.csv",
@@ -103,6 +103,6 @@ def stage_massbalance(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, An
     products_path = get_filepath("products_gpkg", out)
     stats = run_massbalance(read_products(products_path), records, get_filepath("massbalance", out),
                             products_path, min_years=cfg.min_years,
-                            min_observed=cfg.min_observed)
+                            min_observed=cfg.min_observed, overwrite=True)
     return {"stats": stats}
 
