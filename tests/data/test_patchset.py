@@ -5,7 +5,6 @@ sample.py exist."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import sys
 import types
 import warnings
@@ -339,12 +338,6 @@ def test_cli_dataset(tmp_path, published):
 # ---------------------------------------------------------------- the built-in sample
 
 
-def _have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-@pytest.mark.skipif(not (_have("glacierfacies.scene") and _have("glacierfacies.sample")),
-                    reason="scene.py / sample.py not written yet")
 def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
     import geopandas as gpd
 
