@@ -15,7 +15,7 @@ from glacierfacies import terrain
 from glacierfacies._io import atomic_output
 from glacierfacies.errors import InputError
 from glacierfacies.features import FEATURE_NAMES, OPTICAL_BANDS
-from glacierfacies.outlines import _read_outlines
+from glacierfacies.outlines import rasterise_outlines, read_outlines
 from glacierfacies.scenes.base import Scene
 from glacierfacies.scenes.grid import Grid, _open_raster, _read_onto
 
@@ -96,7 +96,6 @@ def build_feature_stack(
     are read. Cast shadow and hillshade use the scene's sun. Outlines in another CRS are
     reprojected.
     """
-    from rasterio.features import rasterize
     from shapely.geometry import box
 
     grid = scene.grid
@@ -106,7 +105,7 @@ def build_feature_stack(
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
     # Outlines within the terrain margin count for proximity; `outlines` (and the indices
     # in glacier_index) are those that touch the scene, in file order.
-    near = _read_outlines(outlines_path, pgrid)
+    near = read_outlines(outlines_path, grid=pgrid)
     touch = near.geometry.intersects(box(*grid.bounds)).to_numpy()
     if not touch.any():
         raise InputError(outlines_path, "no outline intersects the scene")
@@ -125,15 +124,9 @@ def build_feature_stack(
         gradients=grads,
     )
     del grads
-    n = len(outlines)
-    codes = np.where(touch, np.cumsum(touch), n + 1 + np.arange(len(near)))
-    shapes = ((geom, int(c)) for geom, c in zip(near.geometry, codes, strict=True))
-    gidx = rasterize(
-        shapes, out_shape=pgrid.shape, transform=pgrid.transform, fill=0, dtype="int32"
-    )
-    prox = terrain.proximity(gidx > 0, (res_x, res_y))
-    gin = gidx[inner]
-    gin[gin > n] = 0  # an outline off the scene covers no scene pixel centre; be sure
+    prox = terrain.proximity(rasterise_outlines(pgrid, near, as_mask=True), (res_x, res_y))
+    # on the scene grid itself, as mapping burns its masks: the same pixels in both
+    gidx = rasterise_outlines(grid, outlines)
 
     feats = np.empty((len(FEATURE_NAMES),) + grid.shape, dtype=np.float32)
     feats[: len(OPTICAL_BANDS)] = scene.reflectance
@@ -153,7 +146,7 @@ def build_feature_stack(
     return FeatureStack(
         features=feats,
         valid=valid,
-        glacier_index=np.ascontiguousarray(gin),
+        glacier_index=gidx,
         outlines=outlines,
         transform=grid.transform,
         crs=grid.crs,

@@ -308,6 +308,9 @@ def test_map_scene_buffer_and_block_reading(mapped):
               config=MapConfig(tile_size=128, smoothing=False, block_size=300), **kw)
     with rasterio.open(tmp / "blocks.tif") as b:
         blocks = b.read(1)
+    # both modes burn the outlines with one rasteriser: the same pixels are classified
+    np.testing.assert_array_equal(blocks != 255, ok)
+    # classes may differ only where terrain beyond a block's margin matters
     assert (blocks == m0).mean() >= 0.999
 
 

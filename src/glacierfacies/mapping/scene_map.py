@@ -18,20 +18,14 @@ from glacierfacies.model.card import load_members
 
 
 def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
-    """Pixels to classify: inside the outlines, or within `buffer_m` metres of them."""
-    if buffer_m <= 0:
-        return np.asarray(stack.glacier_index) > 0
-    from rasterio.features import rasterize
+    """Pixels to classify: inside the outlines, or within `buffer_m` metres of them.
 
-    shapes = [g for g in stack.outlines.geometry.buffer(buffer_m) if g is not None and not g.is_empty]
-    height, width = np.asarray(stack.glacier_index).shape
-    if not shapes:
-        return np.zeros((height, width), bool)
-    burned = rasterize(
-        ((g, 1) for g in shapes), out_shape=(height, width), transform=stack.transform,
-        fill=0, dtype="uint8",
-    )
-    return burned.astype(bool) | (np.asarray(stack.glacier_index) > 0)
+    Burned by `outlines.rasterise_outlines` on the stack's grid, as block-wise mapping burns
+    it on the scene grid (`_outline_mask`), so both modes classify the same pixels.
+    """
+    from glacierfacies.outlines import rasterise_outlines
+
+    return rasterise_outlines(stack.grid, stack.outlines, buffer_m=buffer_m, as_mask=True)
 
 
 @dataclass
@@ -105,18 +99,12 @@ def _check_dem_overlap(dem: PathLike, grid: Any) -> None:
 
 
 def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
-    """Glacier mask (+ buffer) rasterised on the whole scene grid, as build_feature_stack does."""
-    from rasterio.features import rasterize
+    """Glacier mask (+ buffer) on the whole scene grid without building its feature stack:
+    the mask `glacier_mask` gives for that scene."""
+    from glacierfacies.outlines import rasterise_outlines, read_outlines
 
-    from glacierfacies.outlines import _read_outlines
-
-    gdf = _read_outlines(outlines, grid)  # raises when no outline touches the scene
-    geoms = list(gdf.geometry)
-    if buffer_m > 0:
-        geoms += [g for g in gdf.geometry.buffer(buffer_m) if g is not None and not g.is_empty]
-    mask = rasterize(((g, 1) for g in geoms), out_shape=grid.shape, transform=grid.transform,
-                     fill=0, dtype="uint8")
-    return mask.astype(bool)
+    gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
+    return rasterise_outlines(grid, gdf, buffer_m=buffer_m, as_mask=True)
 
 
 def _predict_blocks(

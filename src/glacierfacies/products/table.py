@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.features import geometry_mask
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from tqdm import tqdm
@@ -21,10 +20,9 @@ from tqdm import tqdm
 from glacierfacies._io import atomic_output, check_output
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
+from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
-
-ID_COLUMNS = ("glacier", "rgi_id", "RGIId", "name", "Name", "wgms_id")
-
+from glacierfacies.scenes.grid import Grid
 
 CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
 
@@ -87,25 +85,6 @@ def _find_confidence(map_path: Path, ds: rasterio.DatasetReader) -> Path | int |
 
 
 # ---------------------------------------------------------------- products
-def read_outlines(path: str | Path, id_column: str | None = None) -> tuple[gpd.GeoDataFrame, str]:
-    """Glacier polygons and the column that names them (`id_column` or the first usual one)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "outline file not found")
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputError(path, f"not a readable vector file ({str(exc).splitlines()[0]})") from None
-    if gdf.empty or gdf.crs is None:
-        raise InputError(path, "no outlines" if gdf.empty else "outlines have no CRS")
-    col = id_column or next((c for c in ID_COLUMNS if c in gdf.columns), None)
-    if col is None or col not in gdf.columns:
-        raise InputError(path, f"no glacier id column (tried {', '.join(ID_COLUMNS)}); "
-                               "pass --id-column")
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
-    return gdf, col
-
-
 def _read_window(ds: rasterio.DatasetReader, band: int, window: Window, fill: float) -> np.ndarray:
     return ds.read(band, window=window, boundless=True, fill_value=fill)
 
@@ -129,7 +108,8 @@ def compute_products(
     asks for it. `scene_override` (scene_id/date/sensor) applies to a single map only.
     """
     config = config or mb.ProductConfig()
-    gdf, col = read_outlines(outlines, id_column)
+    gdf = read_outlines(outlines)
+    col = find_id_column(gdf, path=outlines, id_column=id_column)
     if scene_override and any(scene_override.values()) and len(maps) > 1:
         raise InputError(None, "--scene-id/--date/--sensor apply to a single map only")
     dem_ds = None
@@ -191,7 +171,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 win = Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
                 wt = ds.window_transform(win)
                 shape = (int(win.height), int(win.width))
-                mask = geometry_mask([geom], out_shape=shape, transform=wt, invert=True)
+                mask = rasterise_outlines(Grid(ds.crs, wt, *shape), [geom], as_mask=True)
                 if not mask.any():
                     continue
                 cmap = _read_window(ds, 1, win, NODATA_CLASS)

@@ -351,16 +351,14 @@ def _outlines(world: _World):
     """One polygon per glacier from the glacier mask (pixel-exact, so rasterising the outline
     gives the mask back); drops stray pixels that are not part of the main polygon."""
     import geopandas as gpd
-    from rasterio.features import shapes
-    from shapely.geometry import shape
-    from shapely.ops import unary_union
+    from rasterio.crs import CRS
+
+    from glacierfacies.outlines import polygonise_mask, rasterise_outlines
+    from glacierfacies.scenes.grid import Grid
 
     rows = []
     for gi, spec in enumerate(world.specs, start=1):
-        mask = world.glacier == gi
-        polys = [shape(geom) for geom, _ in shapes(mask.astype(np.uint8), mask=mask,
-                                                    transform=_transform(PIXEL_M))]
-        geom = unary_union(polys)
+        geom = polygonise_mask(world.glacier == gi, _transform(PIXEL_M))
         if geom.geom_type == "MultiPolygon":
             geom = max(geom.geoms, key=lambda p: p.area)
         rgi_id, wgms_id = _glacier_ids(gi)
@@ -368,11 +366,8 @@ def _outlines(world: _World):
                      "wgms_id": wgms_id, "area_km2": round(geom.area / 1e6, 6), "geometry": geom})
     gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs=f"EPSG:{CRS_EPSG}")
     # keep the raster mask identical to the outlines
-    from rasterio.features import rasterize
-
-    world.glacier[:] = rasterize(((g, i) for i, g in enumerate(gdf.geometry, start=1)),
-                                 out_shape=(HEIGHT, WIDTH), transform=_transform(PIXEL_M),
-                                 dtype="int32")
+    grid = Grid(CRS.from_epsg(CRS_EPSG), _transform(PIXEL_M), HEIGHT, WIDTH)
+    world.glacier[:] = rasterise_outlines(grid, gdf)
     world.lake &= world.glacier == 0
     return gdf
 
