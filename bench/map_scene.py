@@ -242,12 +242,14 @@ def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
     """Synthetic N x N 10 m scene, DEM and outlines, written window by window (bounded RAM)."""
     import geopandas as gpd
     import rasterio
-    from rasterio.features import rasterize
     from rasterio.transform import from_origin
     from rasterio.windows import Window
     from rasterio.windows import transform as win_transform
     from shapely.affinity import scale as shp_scale
     from shapely.geometry import Point
+
+    from glacierfacies.outlines import rasterise_outlines
+    from glacierfacies.scenes.grid import Grid
 
     rng = np.random.default_rng(seed)
     x0, y0, res = 300_000.0, 5_200_000.0, 10.0
@@ -258,8 +260,9 @@ def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
         cy = y0 - res * n * (0.1 + 0.8 * rng.random())
         glaciers.append(shp_scale(Point(cx, cy).buffer(1000 + 1500 * rng.random()),
                                   1.0, 0.6 + 0.8 * rng.random()))
-    gpd.GeoDataFrame({"rgi_id": [f"G{i}" for i in range(len(glaciers))]},
-                     geometry=glaciers, crs="EPSG:32632").to_file(folder / "outlines.gpkg")
+    outline_table = gpd.GeoDataFrame({"rgi_id": [f"G{i}" for i in range(len(glaciers))]},
+                                     geometry=glaciers, crs="EPSG:32632")
+    outline_table.to_file(folder / "outlines.gpkg")
     common = dict(driver="GTiff", width=n, height=n, crs="EPSG:32632", transform=transform,
                   tiled=True, blockxsize=512, blockysize=512, compress="deflate",
                   BIGTIFF="YES", dtype="float32", nodata=np.nan)
@@ -277,8 +280,8 @@ def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
             cols = np.arange(n, dtype=np.float32)[None, :]
             z = 2600 + 250 * np.sin(cols / 700.0) * np.cos(rows / 900.0) + 0.01 * rows
             dem.write(z.astype(np.float32)[None], window=win)
-            g = rasterize(((p, 1) for p in glaciers), out_shape=(h, n),
-                          transform=win_transform(win, transform), fill=0, dtype="uint8")
+            g = rasterise_outlines(Grid("EPSG:32632", win_transform(win, transform), h, n),
+                                   outline_table, as_mask=True)
             shade = (0.9 + 0.1 * np.sin(cols / 97.0) * np.cos(rows / 53.0)).astype(np.float32)
             for b in range(6):
                 band = np.where(g > 0, ice[b], base[b]) * shade
