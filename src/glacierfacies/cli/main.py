@@ -7,7 +7,9 @@ import sys
 import click
 
 from glacierfacies import __version__
-from glacierfacies.errors import InputError
+from glacierfacies.errors import GlacierFaciesError
+
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,7 +40,7 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code or 2)
-    except InputError as exc:
+    except GlacierFaciesError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

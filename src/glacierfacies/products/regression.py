@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, to_json
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
 from glacierfacies.products.wgms import link_glaciers, wgms_aar_table
@@ -168,8 +167,7 @@ def run_massbalance(
     ])
     with atomic_output(out_dir) as tmp:
         tmp.mkdir()
-        (tmp / "stats.json").write_text(
-            json.dumps(_clean(stats), indent=2, default=_json_default, allow_nan=False))
+        (tmp / "stats.json").write_text(to_json(stats, indent=2, strict=True))
         per_glacier.to_csv(tmp / "per_glacier.csv", index=False)
         keep = [c for c in table.columns if c != "geometry"]
         table[keep].to_csv(tmp / "glacier_years.csv", index=False)
@@ -180,27 +178,6 @@ def run_massbalance(
             _scatter(v.per_glacier_predicted, y, f"balance ~ {k}, per glacier, leave-one-year-"
                      f"out\n{_score_line(v.per_glacier_loyo)}", tmp / f"scatter_{k}_glacier.png")
     return stats
-
-
-def _clean(o):
-    """NaN -> null, recursively, so stats.json is strict JSON."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    return str(o)
 
 
 def summary_lines(stats: dict) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from datetime import datetime
@@ -18,10 +17,13 @@ from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from tqdm import tqdm
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, write_json
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
+
+__all__ = ["CARRY_COLUMNS", "ID_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
+           "scene_metadata", "write_products"]
 
 ID_COLUMNS = ("glacier", "rgi_id", "RGIId", "name", "Name", "wgms_id")
 
@@ -243,10 +245,8 @@ def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.Product
                 table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
         else:
             pd.DataFrame(table.drop(columns="geometry")).to_csv(tmp, index=False)
-    side = dest.with_name(dest.name + ".json")
-    with atomic_output(side) as tmp:
-        tmp.write_text(json.dumps({"config": config.to_dict(), "sources": sources or {},
-                                   "rows": len(table)}, indent=2, default=str))
+    write_json(dest.with_name(dest.name + ".json"),
+               {"config": config.to_dict(), "sources": sources or {}, "rows": len(table)})
     return dest
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import write_json
 from glacierfacies.errors import InputError
 from glacierfacies.layout import get_filepath, models_dir
-from glacierfacies.model.card import _write_json
 from glacierfacies.training.calibration import tempered_softmax
 
 
@@ -122,7 +122,7 @@ def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None =
     old = json.loads(prev.read_text()) if prev.is_file() else {}
     old.update(out)
     old["dataset"] = str(dataset)
-    _write_json(prev, old)
+    write_json(prev, old)
     return old
 
 

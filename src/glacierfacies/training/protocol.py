@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from glacierfacies._io import atomic_output
-from glacierfacies.errors import InputError
+from glacierfacies._io import atomic_output, write_json
+from glacierfacies.errors import InputError, RunStateError
 from glacierfacies.layout import get_filepath, models_dir
-from glacierfacies.model.card import ModelCard, _write_json, save_model
+from glacierfacies.model.card import ModelCard, save_model
 from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.training.calibration import tempered_softmax
 from glacierfacies.training.config import STAGES, TrainConfig
@@ -197,7 +197,7 @@ def run_cleaning(patchset: Any, cfg: TrainConfig, run_dir: str | os.PathLike) ->
     summary = {"n_flagged": int(mask.sum()), "fraction": float(mask.mean()) if len(mask) else 0.0,
                "per_class": per_class, "prune_classes": list(cfg.prune_classes),
                "files": {k: str(v) for k, v in paths.items()}}
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return {"mask": mask, **summary}
 
 
@@ -226,11 +226,11 @@ def run_protocol(
     if cfg_path.is_file():
         old = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
         if old.signature() != cfg.signature():
-            raise InputError(cfg_path, "RUN_DIR holds a run with another configuration; "
-                                       "use a new RUN_DIR (or the same options)")
-    _write_json(cfg_path, cfg.to_dict())
+            raise RunStateError(cfg_path, "RUN_DIR holds a run with another configuration; "
+                                          "use a new RUN_DIR (or the same options)")
+    write_json(cfg_path, cfg.to_dict())
     if dataset_path is not None:  # lets `glacierfacies evaluate RUN_DIR` find the data
-        _write_json(run_dir / "run.json", {
+        write_json(run_dir / "run.json", {
             "dataset": str(Path(dataset_path).resolve()),
             "flipped_labels": str(Path(flipped_path).resolve()) if flipped_path else None})
     if cfg.resolved_device().type == "cpu":
@@ -276,7 +276,7 @@ def run_protocol(
     out["config"] = cfg.to_dict()
     if dataset_path is not None:
         out["dataset"] = str(dataset_path)
-    _write_json(prev, out)
+    write_json(prev, out)
     return out
 
 
