@@ -44,6 +44,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
 
     Rerun the same command after an interrupt: it resumes from the last checkpoint.
     """
+    from glacierfacies._testing import batch_hook_from_env
     from glacierfacies.classes import CLASS_NAMES, class_index
     from glacierfacies.features import resolve_features
     from glacierfacies.training.config import TrainConfig
@@ -64,7 +65,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
-                            progress=not quiet)
+                            progress=not quiet, on_batch=batch_hook_from_env())
     click.echo(f"{run_dir}: stage {stage} done")
     for line in summary_lines(metrics):
         click.echo(line)

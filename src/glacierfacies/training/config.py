@@ -13,10 +13,9 @@ import torch
 from glacierfacies.classes import FACIES_NAMES
 from glacierfacies.errors import InputError
 
+__all__ = ["STAGES", "TrainConfig"]
+
 STAGES = ("round1", "clean", "round2", "all")
-
-
-_KILL_ENV = "GLACIERFACIES_TEST_KILL_AT"  # "round:fold:epoch:batch" -> SIGKILL (resume tests)
 
 
 @dataclass(frozen=True)

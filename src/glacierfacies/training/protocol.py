@@ -6,6 +6,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from glacierfacies.training.loop import (
     sample_weights,
     train_fold,
 )
+
+BatchHook = Callable[[int, int, int, int], None]
 
 
 def fold_splits(patchset: Any, keep: np.ndarray | None = None
@@ -78,6 +81,7 @@ def run_round(
     *,
     progress: bool = True,
     data: _Data | None = None,
+    on_batch: BatchHook | None = None,
 ) -> dict[str, Any]:
     """Train all k fold models of a round (resuming finished folds and checkpoints).
 
@@ -117,7 +121,8 @@ def run_round(
             weights = np.zeros(n, dtype=np.float32)
             weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx])
             res = train_fold(data, train_idx, val_idx, cfg, norm, weights, round_no=round_no,
-                             fold=t, ckpt_path=rdir / f"fold{t}.ckpt", progress=progress)
+                             fold=t, ckpt_path=rdir / f"fold{t}.ckpt", progress=progress,
+                             on_batch=on_batch)
             model = TwoScaleCNN(**res["architecture"]).to(device)
             model.load_state_dict(res["state_dict"])
             normalise = _Normaliser(norm, device)
@@ -211,12 +216,13 @@ def run_protocol(
     flipped: Any | None = None,
     dataset_path: str | os.PathLike | None = None,
     flipped_path: str | os.PathLike | None = None,
+    on_batch: BatchHook | None = None,
 ) -> dict[str, Any]:
     """The paper's protocol (or one stage): round 1, cleaning, round 2, evaluation.
 
     Returns the metrics dict written to RUN_DIR/metrics.json (after round 2) or a stage
     summary. Reruns resume: finished folds are kept, unfinished ones restart from their
-    last checkpoint.
+    last checkpoint. `on_batch` is called before every training batch (test hooks).
     """
     if stage not in STAGES:
         raise InputError(None, f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
@@ -243,7 +249,8 @@ def run_protocol(
     if stage in ("round1", "all"):
         t0 = time.perf_counter()
         data = _prepare(patchset, cfg, device)
-        r1 = run_round(patchset, cfg, run_dir, 1, progress=progress, data=data)
+        r1 = run_round(patchset, cfg, run_dir, 1, progress=progress, data=data,
+                       on_batch=on_batch)
         warn += r1["warnings"]
         timings["round1_s"] = time.perf_counter() - t0
         out["round1"] = {"folds": r1["folds"]}
@@ -258,7 +265,8 @@ def run_protocol(
             raise InputError(flagged_path, "no cleaning result; run --stage clean first")
         keep = ~np.load(flagged_path)
         data = data or _prepare(patchset, cfg, device)
-        r2 = run_round(patchset, cfg, run_dir, 2, keep=keep, progress=progress, data=data)
+        r2 = run_round(patchset, cfg, run_dir, 2, keep=keep, progress=progress, data=data,
+                       on_batch=on_batch)
         warn += r2["warnings"]
         timings["round2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -288,6 +296,7 @@ def train_dataset(
     *,
     flipped_csv: str | os.PathLike | None = None,
     progress: bool = True,
+    on_batch: BatchHook | None = None,
 ) -> dict[str, Any]:
     """Load a PatchSet folder and run the protocol (or one stage) into RUN_DIR."""
     from glacierfacies.data.patchset import PatchSet
@@ -295,5 +304,5 @@ def train_dataset(
     ps = PatchSet.load(dataset)
     flipped = _flipped_table(ps, flipped_csv)
     return run_protocol(ps, run_dir, cfg, stage, progress=progress, flipped=flipped,
-                        dataset_path=dataset, flipped_path=flipped_csv)
+                        dataset_path=dataset, flipped_path=flipped_csv, on_batch=on_batch)
 
