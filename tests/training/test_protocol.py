@@ -174,6 +174,12 @@ def test_protocol_outputs_and_scores(protocol_run):
     for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png",
                  "cleaning/label_review.gpkg", "cleaning/label_review.csv"):
         assert (run_dir / name).stat().st_size > 0, name
+    # every fold of both rounds and the cleaning step ran as a stage, with a marker
+    markers = sorted(p.stem for p in (run_dir / "stages").glob("*.json"))
+    assert markers == sorted(["clean"] + [f"round{r}_fold{t}" for r in (1, 2) for t in range(6)])
+    marker = json.loads((run_dir / "stages" / "round2_fold3.json").read_text())
+    assert {f["path"] for f in marker["files"]} == {
+        "models/fold3.pt", "models/fold3.json", "round2/predictions/fold3.npz"}
     # classes water, cloud, ... never appear: reported, not a crash
     assert any("without reference labels" in w for w in metrics["warnings"])
     cal = metrics["calibration"]
@@ -273,10 +279,15 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     ckpt = torch.load(run / "round2" / "fold3.ckpt", weights_only=False)
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch"]) == (1, 3)  # mid-epoch checkpoint
     assert not (run / "metrics.json").exists()  # round 1 and cleaning done, round 2 not
+    assert (run / "stages" / "round2_fold2.json").is_file()
+    assert not (run / "stages" / "round2_fold3.json").exists()
     env.pop("GLACIERFACIES_TEST_KILL_AT")
-    resumed = _cli(*args, env=env)
+    resumed = _cli(*args[:-1], env=env)  # not --quiet: one line per stage on stderr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "macro F1 (round 2): cleaned test folds" in resumed.stdout
+    for stage in ("round1_fold0", "clean", "round2_fold2"):
+        assert f"[{stage}] up to date, skipped" in resumed.stderr
+    assert "[round2_fold3] running" in resumed.stderr
     got = json.loads((run / "metrics.json").read_text())
     assert abs(got["macro_f1_cleaned"] - ref["macro_f1_cleaned"]) <= 1e-6
     assert abs(got["macro_f1_unpruned"] - ref["macro_f1_unpruned"]) <= 1e-6

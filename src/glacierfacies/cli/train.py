@@ -65,7 +65,8 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
-                            progress=not quiet, on_batch=batch_hook_from_env())
+                            progress=not quiet, on_batch=batch_hook_from_env(),
+                            log=None if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(f"{run_dir}: stage {stage} done")
     for line in summary_lines(metrics):
         click.echo(line)
