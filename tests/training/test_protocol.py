@@ -171,9 +171,15 @@ def test_protocol_outputs_and_scores(protocol_run):
     assert json.loads((run_dir / "metrics.json").read_text())["macro_f1_cleaned"] == \
         metrics["macro_f1_cleaned"]
     assert TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == CFG
-    for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png",
-                 "cleaning/label_review.gpkg", "cleaning/label_review.csv"):
+    for name in ("figure_data.json", "cleaning/label_review.gpkg", "cleaning/label_review.csv"):
         assert (run_dir / name).stat().st_size > 0, name
+    # numbers only: the figures are drawn from figure_data.json by workflow.figures
+    assert not list(run_dir.glob("*.png"))
+    fig = json.loads((run_dir / "figure_data.json").read_text())
+    for name in ("cleaned", "unpruned"):
+        assert fig["confusion"][name]["counts"] == metrics[name]["confusion"]["counts"]
+    assert {p["key"]: p["ece"] for p in fig["reliability"]["panels"]} == \
+        metrics["calibration"]["diagram_eces"]
     # every fold of both rounds and the cleaning step ran as a stage, with a marker
     markers = sorted(p.stem for p in (run_dir / "stages").glob("*.json"))
     assert markers == sorted(["clean"] + [f"round{r}_fold{t}" for r in (1, 2) for t in range(6)])
@@ -288,6 +294,8 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     for stage in ("round1_fold0", "clean", "round2_fold2"):
         assert f"[{stage}] up to date, skipped" in resumed.stderr
     assert "[round2_fold3] running" in resumed.stderr
+    for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name  # the CLI draws them
     got = json.loads((run / "metrics.json").read_text())
     assert abs(got["macro_f1_cleaned"] - ref["macro_f1_cleaned"]) <= 1e-6
     assert abs(got["macro_f1_unpruned"] - ref["macro_f1_unpruned"]) <= 1e-6
@@ -300,8 +308,10 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
 
     from glacierfacies.cli import cli
 
+    (run / "reliability.png").unlink()
     res = CliRunner().invoke(cli, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
+    assert (run / "reliability.png").is_file()
     again = json.loads((run / "metrics.json").read_text())
     assert again["macro_f1_cleaned"] == got["macro_f1_cleaned"]
     # another configuration in the same RUN_DIR is refused with one line

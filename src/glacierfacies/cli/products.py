@@ -9,6 +9,7 @@ import click
 from glacierfacies.cli.main import cli
 from glacierfacies.errors import InputError
 
+__all__ = ["massbalance_cmd", "products_cmd"]
 
 # ---------------------------------------------------------------- products / massbalance (issue 7)
 @cli.command("products")
@@ -94,6 +95,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     from glacierfacies.products.regression import run_massbalance, summary_lines
     from glacierfacies.products.table import read_products
     from glacierfacies.products.wgms import read_wgms
+    from glacierfacies.workflow.figures import massbalance_figures
 
     if (wgms_dir is None) == (glamos is None):
         raise InputError(None, "give exactly one of --wgms DIR or --glamos FILE")
@@ -110,6 +112,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     stats = run_massbalance(table, records, out_dir, products or source, min_years,
                             min_observed, hydro_year_start, guards=not no_guards,
                             season_months=months)
+    massbalance_figures(out_dir)
     for line in summary_lines(stats):
         click.echo(line)
     click.echo(f"-> {out_dir}")

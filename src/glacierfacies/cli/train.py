@@ -9,6 +9,7 @@ import click
 from glacierfacies.cli.main import cli
 from glacierfacies.errors import InputError
 
+__all__ = ["evaluate_cmd", "export_onnx_cmd", "train_cmd"]
 
 # ---------------------------------------------------------------- train / evaluate (issue 5)
 @cli.command("train")
@@ -50,6 +51,7 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     from glacierfacies.training.config import TrainConfig
     from glacierfacies.training.evaluation import summary_lines
     from glacierfacies.training.protocol import train_dataset
+    from glacierfacies.workflow.figures import training_figures
 
     overrides = dict(epochs=epochs, batch_size=batch_size, width=width, lr=lr,
                      patience=patience, device=device, seed=seed,
@@ -67,6 +69,8 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
                             progress=not quiet, on_batch=batch_hook_from_env(),
                             log=None if quiet else (lambda m: click.echo(m, err=True)))
+    if stage in ("round2", "all"):  # the run was evaluated: draw its figures
+        training_figures(run_dir)
     click.echo(f"{run_dir}: stage {stage} done")
     for line in summary_lines(metrics):
         click.echo(line)
@@ -79,8 +83,10 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
 def evaluate_cmd(run_dir, dataset) -> None:
     """Recompute RUN_DIR/metrics.json, confusion matrices and reliability diagram."""
     from glacierfacies.training.evaluation import evaluate_run, summary_lines
+    from glacierfacies.workflow.figures import training_figures
 
     metrics = evaluate_run(run_dir, dataset)
+    training_figures(run_dir)
     click.echo(f"{run_dir / 'metrics.json'} written")
     for line in summary_lines(metrics):
         click.echo(line)
