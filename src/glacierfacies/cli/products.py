@@ -11,6 +11,7 @@ from glacierfacies.errors import InputError
 
 __all__ = ["massbalance_cmd", "products_cmd"]
 
+
 # ---------------------------------------------------------------- products / massbalance (issue 7)
 @cli.command("products")
 @click.argument("maps", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -11,6 +11,7 @@ from glacierfacies.errors import InputError
 
 __all__ = ["evaluate_cmd", "export_onnx_cmd", "train_cmd"]
 
+
 # ---------------------------------------------------------------- train / evaluate (issue 5)
 @cli.command("train")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 
 from glacierfacies.classes import FACIES_NAMES
 from glacierfacies.errors import InputError
+from glacierfacies.tasks import fingerprint
 
 __all__ = ["STAGES", "TrainConfig"]
 
@@ -118,5 +117,5 @@ class TrainConfig:
         for k in ("device", "threads", "checkpoint_every", "eval_batch_size", "compile",
                   "calibration"):
             d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(d)
 
