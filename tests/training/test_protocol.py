@@ -14,7 +14,7 @@ import torch
 
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.data.patchset import PatchSet
-from glacierfacies.errors import InputError
+from glacierfacies.errors import InputError, ModelMismatchError, RunStateError
 from glacierfacies.model.card import load_model
 from glacierfacies.training import cleaning as cleaning
 from glacierfacies.training.calibration import tempered_softmax as _softmax
@@ -216,7 +216,7 @@ def test_model_files_and_cards(protocol_run):
         again = model(torch.from_numpy(((ps.patches[idx] - lo) / span).astype(np.float32)))
     assert np.abs(again.numpy() - logits).max() < 1e-4
     card.check_features(FEATS)
-    with pytest.raises(InputError, match="model expects features blue,green,red") as e:
+    with pytest.raises(ModelMismatchError, match="model expects features blue,green,red") as e:
         card.check_features(("blue", "green", "nir"))
     assert "\n" not in str(e.value) and "fold2.json" in str(e.value)
 
@@ -236,6 +236,13 @@ def test_cleaning_used_only_out_of_fold_probabilities(protocol_run):
         with np.load(run_dir / "round1" / "predictions" / f"fold{t}.npz") as z:
             assert np.array_equal(z["test_idx"], np.flatnonzero(folds == t))
             assert np.allclose(probs[z["test_idx"]], _softmax(z["test_logits"]), atol=1e-9)
+
+
+def test_another_configuration_in_run_dir_is_a_run_state_error(protocol_run):
+    ps, _, run_dir, _, _ = protocol_run
+    with pytest.raises(RunStateError, match="another configuration"):
+        run_protocol(ps, run_dir, TrainConfig.sample(epochs=1, width=2, threads=1),
+                     stage="round1", progress=False)
 
 
 def test_absent_training_class_warns_not_crashes(tmp_path):
