@@ -48,6 +48,8 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         yield tmp
         if dest.is_dir() and not dest.is_symlink():
             shutil.rmtree(dest)
+        elif tmp.is_dir() and (dest.is_symlink() or dest.exists()):
+            dest.unlink()  # a folder replaces a file or link: rename cannot do that alone
         os.replace(tmp, dest)
     finally:
         if tmp.is_dir():
@@ -68,6 +70,8 @@ def json_default(obj: Any) -> Any:
 
 
 def _nan_to_null(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:  # numpy array: its values
+        obj = obj.tolist()
     if isinstance(obj, dict):
         return {k: _nan_to_null(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

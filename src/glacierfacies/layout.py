@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["RUN_BASENAMES", "TRAIN_BASENAMES", "describe", "get_filepath", "models_dir"]
+__all__ = ["RUN_BASENAMES", "TRAIN_BASENAMES", "describe", "fold_model_path", "get_filepath",
+           "models_dir"]
 
 # key -> (path relative to the main job's run folder, what it holds)
 RUN_BASENAMES: dict[str, tuple[str, str]] = {
@@ -41,8 +42,12 @@ TRAIN_BASENAMES: dict[str, tuple[str, str]] = {
     "metrics": ("metrics.json", "macro F1 cleaned / unpruned, per class, glacier, region, sensor"),
     "round": ("round{round}", "one round's predictions, checkpoints and (round 1) models"),
     "round_models": ("round{round}/models", "fold models of round 1"),
+    "round_fold_model": ("round{round}/models/fold{fold}.pt",
+                         "one round-1 fold model (its card: the same name, .json)"),
     "final_models": ("models", "the final (round-2) fold models and their cards"),
+    "final_fold_model": ("models/fold{fold}.pt", "one final fold model (card: .json beside)"),
     "fold_checkpoint": ("round{round}/fold{fold}.ckpt", "mid-fold checkpoint (resume)"),
+    "predictions": ("round{round}/predictions", "one round's per-fold predictions"),
     "fold_predictions": ("round{round}/predictions/fold{fold}.npz",
                          "test and validation logits of one fold"),
     "oof_logits": ("round{round}/oof_logits.npy", "out-of-fold test logits (N, C)"),
@@ -50,6 +55,8 @@ TRAIN_BASENAMES: dict[str, tuple[str, str]] = {
     "cleaning": ("cleaning", "confident-learning results and label review files"),
     "flagged": ("cleaning/flagged.npy", "bool per patch: pruned by confident learning"),
     "cleaning_summary": ("cleaning/summary.json", "how many labels were flagged, per class"),
+    "figure_data": ("figure_data.json",
+                    "the numbers behind the confusion and reliability figures"),
     "confusion_cleaned": ("confusion_cleaned.png", "confusion matrix, cleaned test folds"),
     "confusion_unpruned": ("confusion_unpruned.png", "confusion matrix, unpruned test folds"),
     "reliability": ("reliability.png", "reliability before and after calibration"),
@@ -73,6 +80,12 @@ def models_dir(train_dir: str | Path, round_no: int) -> Path:
     if round_no == 2:
         return get_filepath("final_models", train_dir)
     return get_filepath("round_models", train_dir, round=round_no)
+
+
+def fold_model_path(train_dir: str | Path, round_no: int, fold: int) -> Path:
+    """One fold model of a round (`models_dir(train_dir, round_no) / fold{fold}.pt`)."""
+    key = "final_fold_model" if round_no == 2 else "round_fold_model"
+    return get_filepath(key, train_dir, round=round_no, fold=fold)
 
 
 def describe() -> str:

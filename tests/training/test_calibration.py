@@ -1,4 +1,5 @@
-"""Calibration: temperature recovers a known T, isotonic lowers ECE, JSON round trip, plot."""
+"""Calibration: temperature recovers a known T, isotonic lowers ECE, JSON round trip,
+reliability numbers."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_isotonic_interpolation_matches_sklearn():
     assert ours == pytest.approx(ref.predict(grid))
 
 
-def test_temperature_card_and_reliability_diagram(tmp_path):
+def test_temperature_card_and_reliability_numbers():
     logits, y = _overconfident(5_000, 2.0, seed=3)
     t = calibration.fit_temperature(logits, y)
     card = calibration.to_card("temperature", t)
@@ -85,8 +86,12 @@ def test_temperature_card_and_reliability_diagram(tmp_path):
     before = softmax(logits, axis=1)
     after = calibration.calibrated_probs(logits, card)
     assert (after.argmax(axis=1) == before.argmax(axis=1)).all()  # T never changes the map
-    path = tmp_path / "reliability.png"
-    eces = calibration.reliability_diagram(before, after, y, path, n_bins=20)
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    rel = calibration.reliability(before, after, y, n_bins=20)
+    eces = rel["eces"]
     assert eces["before"] == pytest.approx(expected_calibration_error(before, y))
     assert eces["after"] < eces["before"] / 2
+    assert [p["key"] for p in rel["panels"]] == ["before", "after"]
+    for panel in rel["panels"]:
+        assert panel["ece"] == eces[panel["key"]]
+        assert len(panel["edges"]) == 21 and panel["count"].sum() == len(y)
+    assert len(calibration.reliability(before, None, y)["panels"]) == 1

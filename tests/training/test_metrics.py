@@ -1,4 +1,4 @@
-"""Scores: hand-computed small cases, agreement with scikit-learn, ECE behaviour, plots."""
+"""Scores: hand-computed small cases, agreement with scikit-learn, ECE behaviour."""
 
 from __future__ import annotations
 
@@ -115,9 +115,8 @@ def test_ece_calibrated_near_zero_overconfident_positive():
     assert metrics.expected_calibration_error(sharp, y) > 0.05
 
 
-def test_plot_confusion_writes_png(tmp_path):
-    path = tmp_path / "confusion.png"
-    metrics.plot_confusion(Y_TRUE, Y_PRED, CLASS_NAMES, path)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
-    assert list(tmp_path.iterdir()) == [path]  # nothing half-written left beside it
+def test_row_normalised_is_recall_per_reference_class():
+    cm = metrics.confusion_counts(Y_TRUE, Y_PRED, 4)
+    norm = metrics.row_normalised(cm)
+    assert norm[:3].sum(axis=1) == pytest.approx([1.0, 1.0, 1.0])
+    assert norm[0, 0] == 0.5 and norm[2, 0] == 1.0 and (norm[3] == 0).all()  # empty row: 0

@@ -14,7 +14,7 @@ import torch
 
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.data.patchset import PatchSet
-from glacierfacies.errors import InputError
+from glacierfacies.errors import InputError, ModelMismatchError, RunStateError
 from glacierfacies.model.card import load_model
 from glacierfacies.training import cleaning as cleaning
 from glacierfacies.training.calibration import tempered_softmax as _softmax
@@ -171,9 +171,21 @@ def test_protocol_outputs_and_scores(protocol_run):
     assert json.loads((run_dir / "metrics.json").read_text())["macro_f1_cleaned"] == \
         metrics["macro_f1_cleaned"]
     assert TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())) == CFG
-    for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png",
-                 "cleaning/label_review.gpkg", "cleaning/label_review.csv"):
+    for name in ("figure_data.json", "cleaning/label_review.gpkg", "cleaning/label_review.csv"):
         assert (run_dir / name).stat().st_size > 0, name
+    # numbers only: the figures are drawn from figure_data.json by workflow.figures
+    assert not list(run_dir.glob("*.png"))
+    fig = json.loads((run_dir / "figure_data.json").read_text())
+    for name in ("cleaned", "unpruned"):
+        assert fig["confusion"][name]["counts"] == metrics[name]["confusion"]["counts"]
+    assert {p["key"]: p["ece"] for p in fig["reliability"]["panels"]} == \
+        metrics["calibration"]["diagram_eces"]
+    # every fold of both rounds and the cleaning step ran as a stage, with a marker
+    markers = sorted(p.stem for p in (run_dir / "stages").glob("*.json"))
+    assert markers == sorted(["clean"] + [f"round{r}_fold{t}" for r in (1, 2) for t in range(6)])
+    marker = json.loads((run_dir / "stages" / "round2_fold3.json").read_text())
+    assert {f["path"] for f in marker["files"]} == {
+        "models/fold3.pt", "models/fold3.json", "round2/predictions/fold3.npz"}
     # classes water, cloud, ... never appear: reported, not a crash
     assert any("without reference labels" in w for w in metrics["warnings"])
     cal = metrics["calibration"]
@@ -204,7 +216,7 @@ def test_model_files_and_cards(protocol_run):
         again = model(torch.from_numpy(((ps.patches[idx] - lo) / span).astype(np.float32)))
     assert np.abs(again.numpy() - logits).max() < 1e-4
     card.check_features(FEATS)
-    with pytest.raises(InputError, match="model expects features blue,green,red") as e:
+    with pytest.raises(ModelMismatchError, match="model expects features blue,green,red") as e:
         card.check_features(("blue", "green", "nir"))
     assert "\n" not in str(e.value) and "fold2.json" in str(e.value)
 
@@ -224,6 +236,13 @@ def test_cleaning_used_only_out_of_fold_probabilities(protocol_run):
         with np.load(run_dir / "round1" / "predictions" / f"fold{t}.npz") as z:
             assert np.array_equal(z["test_idx"], np.flatnonzero(folds == t))
             assert np.allclose(probs[z["test_idx"]], _softmax(z["test_logits"]), atol=1e-9)
+
+
+def test_another_configuration_in_run_dir_is_a_run_state_error(protocol_run):
+    ps, _, run_dir, _, _ = protocol_run
+    with pytest.raises(RunStateError, match="another configuration"):
+        run_protocol(ps, run_dir, TrainConfig.sample(epochs=1, width=2, threads=1),
+                     stage="round1", progress=False)
 
 
 def test_absent_training_class_warns_not_crashes(tmp_path):
@@ -273,10 +292,17 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     ckpt = torch.load(run / "round2" / "fold3.ckpt", weights_only=False)
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch"]) == (1, 3)  # mid-epoch checkpoint
     assert not (run / "metrics.json").exists()  # round 1 and cleaning done, round 2 not
+    assert (run / "stages" / "round2_fold2.json").is_file()
+    assert not (run / "stages" / "round2_fold3.json").exists()
     env.pop("GLACIERFACIES_TEST_KILL_AT")
-    resumed = _cli(*args, env=env)
+    resumed = _cli(*args[:-1], env=env)  # not --quiet: one line per stage on stderr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "macro F1 (round 2): cleaned test folds" in resumed.stdout
+    for stage in ("round1_fold0", "clean", "round2_fold2"):
+        assert f"[{stage}] up to date, skipped" in resumed.stderr
+    assert "[round2_fold3] running" in resumed.stderr
+    for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name  # the CLI draws them
     got = json.loads((run / "metrics.json").read_text())
     assert abs(got["macro_f1_cleaned"] - ref["macro_f1_cleaned"]) <= 1e-6
     assert abs(got["macro_f1_unpruned"] - ref["macro_f1_unpruned"]) <= 1e-6
@@ -289,8 +315,10 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
 
     from glacierfacies.cli import cli
 
+    (run / "reliability.png").unlink()
     res = CliRunner().invoke(cli, ["evaluate", str(run), "--overwrite"])
     assert res.exit_code == 0, res.output
+    assert (run / "reliability.png").is_file()
     again = json.loads((run / "metrics.json").read_text())
     assert again["macro_f1_cleaned"] == got["macro_f1_cleaned"]
     # another configuration in the same RUN_DIR is refused with one line

@@ -102,6 +102,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     from glacierfacies.products.regression import massbalance_summary_lines, run_massbalance
     from glacierfacies.products.table import read_products
     from glacierfacies.products.wgms import read_wgms
+    from glacierfacies.workflow.figures import massbalance_figures
 
     if (wgms_dir is None) == (glamos is None):
         raise InputError(None, "give exactly one of --wgms DIR or --glamos FILE")
@@ -119,6 +120,7 @@ def massbalance_cmd(products, wgms_dir, glamos, out_dir, min_years, min_observed
     stats = run_massbalance(table, records, out_dir, products or source, min_years,
                             min_observed, hydro_year_start, guards=not no_guards,
                             season_months=months, overwrite=overwrite)
+    massbalance_figures(out_dir)
     for line in massbalance_summary_lines(stats):
         click.echo(line)
     click.echo(f"-> {out_dir}")

@@ -46,11 +46,13 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
 
     Rerun the same command after an interrupt: it resumes from the last checkpoint.
     """
+    from glacierfacies._testing import batch_hook_from_env
     from glacierfacies.classes import CLASS_NAMES, class_index
     from glacierfacies.features import resolve_features
     from glacierfacies.training.config import TrainConfig
     from glacierfacies.training.evaluation import metrics_summary_lines
     from glacierfacies.training.protocol import train_dataset
+    from glacierfacies.workflow.figures import training_figures
 
     overrides = dict(epochs=epochs, batch_size=batch_size, width=width, lr=lr,
                      patience=patience, device=device, seed=seed,
@@ -66,7 +68,10 @@ def train_cmd(dataset, run_dir, stage, preset, epochs, batch_size, width, lr, pa
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     metrics = train_dataset(dataset, run_dir, cfg, stage, flipped_csv=flipped_labels,
-                            progress=not quiet)
+                            progress=not quiet, on_batch=batch_hook_from_env(),
+                            log=None if quiet else (lambda m: click.echo(m, err=True)))
+    if stage in ("round2", "all"):  # the run was evaluated: draw its figures
+        training_figures(run_dir)
     click.echo(f"{run_dir}: stage {stage} done")
     for line in metrics_summary_lines(metrics):
         click.echo(line)
@@ -88,9 +93,11 @@ def evaluate_cmd(run_dir, dataset, out, overwrite) -> None:
     recomputed metrics elsewhere. The figures are redrawn in RUN_DIR.
     """
     from glacierfacies.training.evaluation import evaluate_run, metrics_summary_lines
+    from glacierfacies.workflow.figures import training_figures
 
     dest = out if out is not None else run_dir / "metrics.json"
     metrics = evaluate_run(run_dir, dataset, out=dest, overwrite=overwrite)
+    training_figures(run_dir)
     click.echo(f"{dest} written")
     for line in metrics_summary_lines(metrics):
         click.echo(line)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from glacierfacies._io import atomic_output, to_json
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.data.folds import validation_fold
 from glacierfacies.errors import InputError
@@ -20,6 +20,11 @@ from glacierfacies.features import resolve_features
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+__all__ = ["CHUNK", "DTYPES", "META_VERSION", "STR_COLUMNS", "TABLE_COLUMNS", "PatchSet",
+           "PatchSetWriter", "check_dtype", "check_patch_size", "labels_from_names", "load_arrays",
+           "normalise_table"]
 
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -297,15 +302,13 @@ class PatchSetWriter:
         self._finished = False
 
     def __enter__(self) -> PatchSetWriter:
-        if not self.dest.parent.exists():
-            raise InputError(self.dest.parent, "output folder does not exist")
-        if self.dest.exists() and not self.overwrite:
-            raise InputError(self.dest, "output exists; pass --overwrite to replace it")
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", suffix=".tmp",
-                                         dir=self.dest.parent))
-        shape = (self.n, len(self.feature_names), self.patch_size, self.patch_size)
-        self.patches = np.lib.format.open_memmap(self.tmp / "patches.npy", mode="w+",
-                                                 dtype=self.dtype, shape=shape)
+        with contextlib.ExitStack() as stack:  # closed (temporary folder removed) on error
+            self.tmp = stack.enter_context(atomic_output(self.dest, overwrite=self.overwrite))
+            self.tmp.mkdir()
+            shape = (self.n, len(self.feature_names), self.patch_size, self.patch_size)
+            self.patches = np.lib.format.open_memmap(self.tmp / "patches.npy", mode="w+",
+                                                     dtype=self.dtype, shape=shape)
+            self._output = stack.pop_all()
         return self
 
     def shrink(self, keep: np.ndarray) -> None:
@@ -316,15 +319,14 @@ class PatchSetWriter:
         if len(keep) == self.n and np.array_equal(keep, np.arange(self.n)):
             return
         old = self.patches
-        new_path = self.tmp / "patches.shrink.npy"
-        new = np.lib.format.open_memmap(new_path, mode="w+", dtype=self.dtype,
-                                        shape=(len(keep), *old.shape[1:]))
-        for start in range(0, len(keep), CHUNK):
-            new[start:start + CHUNK] = old[keep[start:start + CHUNK]]
-        new.flush()
-        del old
-        self.patches = None
-        os.replace(new_path, self.tmp / "patches.npy")
+        with atomic_output(self.tmp / "patches.npy") as new_path:
+            new = np.lib.format.open_memmap(new_path, mode="w+", dtype=self.dtype,
+                                            shape=(len(keep), *old.shape[1:]))
+            for start in range(0, len(keep), CHUNK):
+                new[start:start + CHUNK] = old[keep[start:start + CHUNK]]
+            new.flush()
+            del new, old
+            self.patches = None
         self.n = len(keep)
         self.patches = np.load(self.tmp / "patches.npy", mmap_mode="r+")
 
@@ -348,29 +350,14 @@ class PatchSetWriter:
             "normalisation": normalisation, "provenance": provenance or {},
             "fold_config": fold_config or {},
         }
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+        (self.tmp / "meta.json").write_text(to_json(meta, indent=1))
         self._finished = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        """Rename the folder onto `dest` (`_io.atomic_output`) or, on error, remove it."""
         self.patches = None
-        try:
-            if exc_type is None:
-                if not self._finished:
-                    raise RuntimeError("PatchSetWriter: finish() was not called")
-                if self.dest.is_dir() and not self.dest.is_symlink():
-                    shutil.rmtree(self.dest)
-                elif self.dest.exists():
-                    self.dest.unlink()
-                os.replace(self.tmp, self.dest)
-        finally:
-            if self.tmp.exists():
-                shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
+        if exc_type is None and not self._finished:
+            error = RuntimeError("PatchSetWriter: finish() was not called")
+            self._output.__exit__(RuntimeError, error, None)
+            raise error
+        self._output.__exit__(exc_type, exc, tb)

@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from glacierfacies._io import atomic_output
-from glacierfacies.errors import InputError
+from glacierfacies._io import atomic_output, write_text
+from glacierfacies._io import to_json as _to_json
+from glacierfacies.errors import InputError, ModelMismatchError
 from glacierfacies.features import FEATURE_NAMES
 from glacierfacies.model.network import TwoScaleCNN
+
+__all__ = ["ModelCard", "load_members", "load_model", "save_model"]
 
 PathLike = str | os.PathLike
 
@@ -39,7 +41,7 @@ class ModelCard:
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d.pop("path")
-        return json.dumps(d, indent=2, default=_json_default)
+        return _to_json(d, indent=2)
 
     @classmethod
     def from_json(cls, text: str, path: str | None = None) -> ModelCard:
@@ -48,12 +50,13 @@ class ModelCard:
         return cls(**{k: v for k, v in d.items() if k in known}, path=path)
 
     def check_features(self, names: Sequence[str], source: str | os.PathLike | None = None) -> None:
-        """One-line InputError when the data's features are not the model's (order matters)."""
+        """One-line ModelMismatchError when the data's features are not the model's (order
+        matters)."""
         names = list(names)
         if names != list(self.features):
             missing = [n for n in self.features if n not in names]
             detail = f"missing {missing}" if missing else "in a different order"
-            raise InputError(
+            raise ModelMismatchError(
                 source or self.path,
                 f"model expects features {','.join(self.features)} but the data has "
                 f"{','.join(names)} ({detail})",
@@ -64,29 +67,13 @@ class ModelCard:
         return float(self.calibration.get("temperature", 1.0))
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-
-
 def save_model(model: TwoScaleCNN, card: ModelCard, path: str | os.PathLike) -> Path:
     """Write PATH (state_dict, .pt) and the card beside it (.json), both atomically."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
-    with atomic_output(path.with_suffix(".json")) as tmp:
-        tmp.write_text(card.to_json())
+    write_text(path.with_suffix(".json"), card.to_json())
     return path
 
 
@@ -120,7 +107,8 @@ def _card_get(card: Any, key: str, default: Any = None) -> Any:
 def load_members(model_paths: Sequence[PathLike]) -> list:
     """Load fold models and their cards into `inference.Member`s (features, norm, temperature).
 
-    A model that expects a feature this run cannot build is a one-line InputError naming it.
+    A model that expects a feature this run cannot build is a one-line ModelMismatchError
+    naming it.
     """
     from glacierfacies.model.card import load_model
     from glacierfacies.model.member import Member
@@ -135,7 +123,7 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
         names = list(_card_get(card, "features") or [])
         missing = [n for n in names if n not in FEATURE_NAMES]
         if missing or not names:
-            raise InputError(
+            raise ModelMismatchError(
                 path,
                 f"model expects feature(s) {missing or names} that mapping cannot build "
                 f"(available: {', '.join(FEATURE_NAMES)})",
@@ -154,6 +142,7 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
         )
     sizes = {m.patch_size for m in members}
     if len(sizes) > 1:
-        raise InputError(model_paths[0], f"ensemble models have different patch sizes {sizes}")
+        raise ModelMismatchError(model_paths[0],
+                                 f"ensemble models have different patch sizes {sizes}")
     return members
 

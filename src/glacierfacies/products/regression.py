@@ -1,4 +1,8 @@
-"""End-of-season products joined with balance records and regressed against them."""
+"""End-of-season products joined with balance records and regressed against them.
+
+Numbers only: `run_massbalance` writes stats.json and the tables; `scatter_panels` gives the
+held-out predictions that `workflow.figures.massbalance_figures` draws as scatter_*.png.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glacierfacies._io import atomic_output, check_output
+from glacierfacies._io import atomic_output, check_output, to_json
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
 from glacierfacies.products.wgms import link_glaciers, wgms_aar_table
+
+__all__ = ["join_balances", "link_products", "run_massbalance", "scatter_panels",
+           "massbalance_summary_lines", "select_end_of_season"]
 
 
 # ---------------------------------------------------------------- mass balance
@@ -70,31 +77,31 @@ def join_balances(selected: pd.DataFrame, records: pd.DataFrame, source: Path) -
     return joined
 
 
-def _scatter(predicted: np.ndarray, observed: np.ndarray, title: str, dest: Path) -> None:
-    """Held-out predicted vs observed balance, with the 1:1 line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = np.isfinite(predicted) & np.isfinite(observed)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.scatter(observed[ok], predicted[ok], s=6, alpha=0.5, edgecolors="none")
-    if ok.any():
-        lo = float(min(observed[ok].min(), predicted[ok].min()))
-        hi = float(max(observed[ok].max(), predicted[ok].max()))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
-        ax.legend(loc="upper left")
-    ax.set_xlabel("observed annual balance (m w.e.)")
-    ax.set_ylabel("predicted, held out (m w.e.)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(dest)
-    plt.close(fig)
+def _score_line(s: dict) -> str:
+    """A score of stats.json as a title line, "r 0.650, RMSE 0.600 m w.e., n 120" (null: nan)."""
+    r, rmse = (np.nan if s[k] is None else s[k] for k in ("r", "rmse_mwe"))
+    return f"r {r:.3f}, RMSE {rmse:.3f} m w.e., n {s['n']}"
 
 
-def _score_line(s: mb.Score) -> str:
-    return f"r {s.r:.3f}, RMSE {s.rmse_mwe:.3f} m w.e., n {s.n}"
+def scatter_panels(out_dir: str | Path) -> list[dict]:
+    """The held-out predictions of a finished `run_massbalance` folder, one panel per
+    product and regression: name (scatter_<product>_<global|glacier>), title, predicted and
+    observed balance (m w.e.), read back from its stats.json and glacier_years.csv."""
+    out_dir = Path(out_dir)
+    stats = json.loads((out_dir / "stats.json").read_text())
+    table = pd.read_csv(out_dir / "glacier_years.csv")
+    y = table["annual_balance_mwe"].to_numpy(float)
+    panels = []
+    for k, r in stats["regressions"].items():
+        panels.append({"name": f"scatter_{k}_global", "observed": y,
+                       "predicted": table[f"pred_global_{k}"].to_numpy(float),
+                       "title": f"balance ~ {k}, one global line, leave-one-glacier-out\n"
+                                f"{_score_line(r['global_leave_one_glacier_out'])}"})
+        panels.append({"name": f"scatter_{k}_glacier", "observed": y,
+                       "predicted": table[f"pred_glacier_{k}"].to_numpy(float),
+                       "title": f"balance ~ {k}, per glacier, leave-one-year-out\n"
+                                f"{_score_line(r['per_glacier_leave_one_year_out'])}"})
+    return panels
 
 
 def run_massbalance(
@@ -113,9 +120,10 @@ def run_massbalance(
     """End-of-season selection, join with balances, regressions; writes OUT_DIR.
 
     `products=None` uses the records' own AAR and ELA as the products (the ceiling a
-    satellite AAR could reach). OUT_DIR gets ``stats.json``, ``per_glacier.csv``,
-    ``glacier_years.csv`` (joined table with held-out predictions) and ``scatter_*.png``.
-    An existing OUT_DIR is an InputError unless `overwrite` (then it is replaced whole).
+    satellite AAR could reach). OUT_DIR gets ``stats.json`` (strict JSON: NaN -> null),
+    ``per_glacier.csv`` and ``glacier_years.csv`` (joined table with held-out predictions);
+    `workflow.figures.massbalance_figures` adds the ``scatter_*.png`` from them. An
+    existing OUT_DIR is an InputError unless `overwrite` (then it is replaced whole).
     """
     out_dir = check_output(out_dir, overwrite=overwrite)
     if products is None:
@@ -171,39 +179,11 @@ def run_massbalance(
     ])
     with atomic_output(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        (tmp / "stats.json").write_text(
-            json.dumps(_clean(stats), indent=2, default=_json_default, allow_nan=False))
+        (tmp / "stats.json").write_text(to_json(stats, indent=2, strict=True))
         per_glacier.to_csv(tmp / "per_glacier.csv", index=False)
         keep = [c for c in table.columns if c != "geometry"]
         table[keep].to_csv(tmp / "glacier_years.csv", index=False)
-        y = table["annual_balance_mwe"].to_numpy(float)
-        for k, v in results.items():
-            _scatter(v.global_predicted, y, f"balance ~ {k}, one global line, leave-one-glacier-"
-                     f"out\n{_score_line(v.global_logo)}", tmp / f"scatter_{k}_global.png")
-            _scatter(v.per_glacier_predicted, y, f"balance ~ {k}, per glacier, leave-one-year-"
-                     f"out\n{_score_line(v.per_glacier_loyo)}", tmp / f"scatter_{k}_glacier.png")
     return stats
-
-
-def _clean(o):
-    """NaN -> null, recursively, so stats.json is strict JSON."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    return str(o)
 
 
 def massbalance_summary_lines(stats: dict) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from datetime import datetime
@@ -17,12 +16,16 @@ from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 from tqdm import tqdm
 
-from glacierfacies._io import atomic_output, check_output
+from glacierfacies._io import atomic_output, check_output, write_json
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
 from glacierfacies.scenes.grid import Grid
+
+__all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
+           "scene_metadata", "write_products"]
+
 
 CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
 
@@ -230,9 +233,8 @@ def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.Product
                 table.to_file(tmp, layer="products", driver="GPKG", engine="pyogrio")
         else:
             pd.DataFrame(table.drop(columns="geometry")).to_csv(tmp, index=False)
-    with atomic_output(side, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps({"config": config.to_dict(), "sources": sources or {},
-                                   "rows": len(table)}, indent=2, default=str))
+    write_json(side, {"config": config.to_dict(), "sources": sources or {},
+                      "rows": len(table)}, overwrite=overwrite)
     return dest
 
 

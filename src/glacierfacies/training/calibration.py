@@ -8,12 +8,12 @@ then renormalised to sum to 1 -- the multiclass scheme of scikit-learn's
 `CalibratedClassifierCV(method="isotonic")`. It can change the argmax in rare near-ties.
 Both serialise to the small JSON dict stored in the model card (`to_card` / `from_card`).
 
-Pure computation (numpy, scipy, scikit-learn); matplotlib only inside `reliability_diagram`.
+Pure computation (numpy, scipy, scikit-learn); `reliability` returns the numbers of the
+reliability diagram, which `workflow.figures.reliability_png` draws.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,9 @@ from glacierfacies.training.metrics import (
     expected_calibration_error,
     reliability_bins,
 )
+
+__all__ = ["IsotonicCalibrator", "apply_temperature", "calibrated_probs", "fit_isotonic",
+           "fit_temperature", "reliability", "tempered_softmax", "temperature_nll", "to_card"]
 
 _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
@@ -154,85 +157,33 @@ def calibrated_probs(logits: Any, card: dict[str, Any] | None) -> np.ndarray:
     raise ValueError(f"unknown calibration method {method!r} in model card")
 
 
-def reliability_diagram(
+def reliability(
     probs_before: Any,
     probs_after: Any,
     y: Any,
-    path: str | os.PathLike,
     n_bins: int = 20,
     *,
     ece_bins: int = 100,
     labels: tuple[str, str] = ("before calibration", "after calibration"),
-) -> dict[str, float]:
-    """PNG reliability diagram, before | after, ECE (`ece_bins` bins) in each panel's title.
+) -> dict[str, Any]:
+    """The numbers of a reliability diagram, before | after calibration.
 
-    Bars show top-label accuracy per confidence bin (`n_bins` bars, fewer than the ECE bins so
-    that each bar holds enough points to read); the diagonal is perfect calibration. Pass
-    `probs_after=None` for a single panel. Returns the ECEs drawn.
+    One panel per set of probabilities (`probs_after=None`: one panel), each with its ECE over
+    `ece_bins` bins and the top-label accuracy, mean confidence and count in `n_bins` bins
+    (fewer than the ECE bins so that each bar holds enough points to read). `eces` maps
+    "before"/"after" to the panels' ECEs.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from glacierfacies._io import atomic_output
-
     panels = [(probs_before, labels[0])]
     if probs_after is not None:
         panels.append((probs_after, labels[1]))
-    eces: dict[str, float] = {}
-    fig, axes = plt.subplots(
-        2,
-        len(panels),
-        figsize=(4.2 * len(panels), 5.2),
-        squeeze=False,
-        gridspec_kw={"height_ratios": [3, 1]},
-        sharex=True,
-        constrained_layout=True,
-    )
-    try:
-        for col, (probs, label) in enumerate(panels):
-            ece = expected_calibration_error(probs, y, ece_bins)
-            eces["before" if col == 0 else "after"] = ece
-            bins = reliability_bins(probs, y, n_bins)
-            width = 1.0 / n_bins
-            centres = bins["edges"][:-1] + width / 2
-            used = bins["count"] > 0
-            ax = axes[0, col]
-            ax.bar(
-                centres[used],
-                bins["accuracy"][used],
-                width=width,
-                color="#4c78a8",
-                edgecolor="white",
-                label="accuracy",
-            )
-            ax.bar(
-                centres[used],
-                bins["confidence"][used] - bins["accuracy"][used],
-                bottom=bins["accuracy"][used],
-                width=width,
-                color="#e45756",
-                alpha=0.45,
-                edgecolor="white",
-                label="gap to confidence",
-            )
-            ax.plot([0, 1], [0, 1], "k--", lw=1)
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("accuracy")
-            ax.set_title(f"{label}\nECE ({ece_bins} bins) = {100 * ece:.2f}%")
-            ax.legend(loc="upper left", fontsize=8)
-            hist = axes[1, col]
-            hist.bar(centres, bins["count"], width=width, color="grey")
-            hist.set_yscale("log" if bins["count"].max() > 100 else "linear")
-            hist.set_xlabel("confidence (top-label probability)")
-            hist.set_ylabel("points")
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-    finally:
-        plt.close(fig)
-    return eces
+    out: dict[str, Any] = {"n_bins": n_bins, "ece_bins": ece_bins, "panels": [], "eces": {}}
+    for col, (probs, label) in enumerate(panels):
+        key = "before" if col == 0 else "after"
+        ece = expected_calibration_error(probs, y, ece_bins)
+        out["eces"][key] = ece
+        out["panels"].append({"key": key, "label": label, "ece": ece,
+                              **reliability_bins(probs, y, n_bins)})
+    return out
 
 
 def tempered_softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:

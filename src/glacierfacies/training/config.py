@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +10,11 @@ import torch
 
 from glacierfacies.classes import FACIES_NAMES
 from glacierfacies.errors import InputError
+from glacierfacies.tasks import fingerprint
+
+__all__ = ["STAGES", "TrainConfig"]
 
 STAGES = ("round1", "clean", "round2", "all")
-
-
-_KILL_ENV = "GLACIERFACIES_TEST_KILL_AT"  # "round:fold:epoch:batch" -> SIGKILL (resume tests)
 
 
 @dataclass(frozen=True)
@@ -119,5 +117,5 @@ class TrainConfig:
         for k in ("device", "threads", "checkpoint_every", "eval_batch_size", "compile",
                   "calibration"):
             d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(d)
 

@@ -1,4 +1,8 @@
-"""Scores of a finished run: out-of-fold metrics, calibration, summary lines."""
+"""Scores of a finished run: out-of-fold metrics, calibration, summary lines.
+
+Numbers only: the evaluation writes RUN_DIR/figure_data.json (confusion matrices, reliability
+bins before and after calibration) beside metrics.json, and `workflow.figures` draws them.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,33 @@ from typing import Any
 
 import numpy as np
 
-from glacierfacies._io import check_output
+from glacierfacies._io import check_output, write_json
 from glacierfacies.errors import InputError
-from glacierfacies.layout import get_filepath, models_dir
-from glacierfacies.model.card import _write_json
+from glacierfacies.layout import fold_model_path, get_filepath
 from glacierfacies.training.calibration import tempered_softmax
+
+__all__ = ["evaluate_run", "metrics_summary_lines", "run_evaluation"]
 
 
 def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
                    flipped: Any | None = None) -> dict[str, Any]:
-    """Scores of the final round's out-of-fold predictions -> RUN_DIR/metrics.json + figures.
+    """Scores of the final round's out-of-fold predictions (the metrics.json entries) and
+    RUN_DIR/figure_data.json (the numbers of the confusion and reliability figures).
 
     Uses round 2 when present (else round 1). Probabilities are calibrated with each fold
     model's temperature. `flipped` (a table with point_id, e.g. the sample's
     flipped_labels.csv) adds the cleaning detection rate and precision.
     """
-    from glacierfacies.training.calibration import calibrated_probs, reliability_diagram
-    from glacierfacies.training.metrics import evaluate, expected_calibration_error, plot_confusion
+    from glacierfacies.training.calibration import calibrated_probs, reliability
+    from glacierfacies.training.metrics import evaluate, expected_calibration_error
 
     run_dir = Path(run_dir)
-    round_no = 2 if (get_filepath("round", run_dir, round=2) / "oof_logits.npy").is_file() else 1
-    rdir = get_filepath("round", run_dir, round=round_no)
-    if not (rdir / "oof_logits.npy").is_file():
+    round_no = 2 if get_filepath("oof_logits", run_dir, round=2).is_file() else 1
+    oof_path = get_filepath("oof_logits", run_dir, round=round_no)
+    if not oof_path.is_file():
         raise InputError(run_dir, "no trained round found; run `glacierfacies train` first")
-    logits = np.load(rdir / "oof_logits.npy")
-    oof_fold = np.load(rdir / "oof_fold.npy")
+    logits = np.load(oof_path)
+    oof_fold = np.load(get_filepath("oof_fold", run_dir, round=round_no))
     labels = np.asarray(patchset.labels, dtype=np.int64)
     if logits.shape[0] != len(labels):
         raise InputError(run_dir, f"run has {logits.shape[0]} predictions, dataset {len(labels)} points")
@@ -44,16 +50,16 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
     probs = np.empty_like(probs_raw)
     methods = set()
     for t in range(k):
-        with np.load(rdir / "predictions" / f"fold{t}.npz") as z:
+        with np.load(get_filepath("fold_predictions", run_dir, round=round_no, fold=t)) as z:
             temps[t] = float(z["temperature"])
-        card_path = models_dir(run_dir, round_no) / f"fold{t}.json"
+        card_path = fold_model_path(run_dir, round_no, t).with_suffix(".json")
         cal = (json.loads(card_path.read_text()).get("calibration") if card_path.is_file()
                else None) or {"method": "temperature", "temperature": temps[t]}
         methods.add(cal["method"])
         rows = oof_fold == t
         probs[rows] = calibrated_probs(logits[rows], cal)
     class_names = list(patchset.class_names)
-    flagged_path = run_dir / "cleaning" / "flagged.npy"
+    flagged_path = get_filepath("flagged", run_dir)
     flagged = np.load(flagged_path) if flagged_path.is_file() else np.zeros(len(labels), bool)
     keep = ~flagged
     table = patchset.table.reset_index(drop=True)
@@ -61,11 +67,14 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
         warnings.simplefilter("ignore", UserWarning)
         cleaned = evaluate(labels[keep], probs[keep], table[keep].reset_index(drop=True), class_names)
         unpruned = evaluate(labels, probs, table, class_names)
-    plot_confusion(labels[keep], probs[keep].argmax(1), class_names, run_dir / "confusion_cleaned.png",
-                   title=f"round {round_no}, cleaned test folds")
-    plot_confusion(labels, probs.argmax(1), class_names, run_dir / "confusion_unpruned.png",
-                   title=f"round {round_no}, unpruned test folds")
-    eces = reliability_diagram(probs_raw[keep], probs[keep], labels[keep], run_dir / "reliability.png")
+    rel = reliability(probs_raw[keep], probs[keep], labels[keep])
+    eces = rel.pop("eces")
+    write_json(get_filepath("figure_data", run_dir), {
+        "round": round_no, "classes": class_names,
+        "confusion": {name: {"title": f"round {round_no}, {name} test folds",
+                             "counts": scores["confusion"]["counts"]}
+                      for name, scores in (("cleaned", cleaned), ("unpruned", unpruned))},
+        "reliability": rel}, strict=True)
     result: dict[str, Any] = {
         "round": round_no,
         "macro_f1_cleaned": cleaned["macro_f1"],
@@ -86,7 +95,7 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
     if flipped is not None:
         result["flip_detection"] = _flip_detection(table, flagged, flipped)
         result["cleaning"].update(result["flip_detection"])
-    summary = run_dir / "cleaning" / "summary.json"
+    summary = get_filepath("cleaning_summary", run_dir)
     if summary.is_file():
         result["cleaning"]["summary"] = json.loads(summary.read_text())
     return result
@@ -109,7 +118,8 @@ def _flip_detection(table: Any, flagged: np.ndarray, flipped: Any) -> dict[str, 
 def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None,
                  *, out: str | os.PathLike | None = None, overwrite: bool = False
                  ) -> dict[str, Any]:
-    """Recompute a run's metrics (and figures) from the stored out-of-fold predictions.
+    """Recompute a run's metrics (and figure_data.json) from the stored out-of-fold
+    predictions.
 
     The metrics of RUN_DIR/metrics.json, updated, go to `out` (default that same file); an
     existing `out` is an InputError unless `overwrite`, and then nothing is written.
@@ -117,20 +127,20 @@ def evaluate_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None =
     from glacierfacies.data.patchset import PatchSet
 
     run_dir = Path(run_dir)
-    dest = check_output(Path(out) if out is not None else run_dir / "metrics.json",
+    dest = check_output(Path(out) if out is not None else get_filepath("metrics", run_dir),
                         overwrite=overwrite)
-    info_path = run_dir / "run.json"
+    info_path = get_filepath("train_run", run_dir)
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     dataset = dataset or info.get("dataset")
     if not dataset:
         raise InputError(run_dir, "no dataset recorded in run.json; pass --dataset")
     ps = PatchSet.load(dataset)
     scores = run_evaluation(ps, run_dir, flipped=_flipped_table(ps, info.get("flipped_labels")))
-    prev = run_dir / "metrics.json"
+    prev = get_filepath("metrics", run_dir)
     old = json.loads(prev.read_text()) if prev.is_file() else {}
     old.update(scores)
     old["dataset"] = str(dataset)
-    _write_json(dest, old)
+    write_json(dest, old)
     return old
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ import torch.nn.functional as F
 from glacierfacies._io import atomic_output
 from glacierfacies.errors import InputError
 from glacierfacies.model.network import TwoScaleCNN
-from glacierfacies.training.config import _KILL_ENV, TrainConfig
+from glacierfacies.training.config import TrainConfig
+
+__all__ = ["augment_batch", "epoch_order", "focal_loss", "predict_logits", "sample_weights",
+           "train_fold"]
 
 
 def focal_loss(
@@ -178,12 +180,6 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, idx: np.ndarray,
     return torch.cat(out).numpy() if out else np.zeros((0, n_classes), dtype=np.float32)
 
 
-def _maybe_test_kill(round_no: int, fold: int, epoch: int, batch: int) -> None:
-    spec = os.environ.get(_KILL_ENV)
-    if spec and spec == f"{round_no}:{fold}:{epoch}:{batch}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _save_ckpt(path: Path, obj: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
@@ -201,11 +197,14 @@ def train_fold(
     fold: int = 0,
     ckpt_path: str | os.PathLike | None = None,
     progress: bool = True,
+    on_batch: Callable[[int, int, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train one fold model; return its best state (by validation mean IoU) and history.
 
     With `ckpt_path`, resumes from the checkpoint there when its signature (config, data
     split) matches, and writes one after every epoch and every `cfg.checkpoint_every` batches.
+    `on_batch(round_no, fold, epoch, batch)` is called before every batch (test hooks, e.g.
+    `glacierfacies._testing.batch_hook_from_env`).
     """
     from tqdm.auto import tqdm
 
@@ -271,7 +270,8 @@ def train_fold(
             model.train()
             loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float32, device=device)
             for b in range(state["batch"], len(batches)):
-                _maybe_test_kill(round_no, fold, epoch, b)
+                if on_batch is not None:
+                    on_batch(round_no, fold, epoch, b)
                 torch.manual_seed(_batch_seed(cfg.seed, round_no, fold, epoch, b))
                 s, e = batches[b]
                 idx = order[s:e]

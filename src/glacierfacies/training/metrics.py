@@ -1,6 +1,6 @@
 """Scores of a facies classifier: F1/IoU/confusion, per-glacier and per-group scores, ECE.
 
-Pure computation (numpy + scikit-learn); matplotlib is imported only inside `plot_confusion`.
+Pure computation (numpy + scikit-learn), numbers only: the figures are drawn in `workflow.figures`.
 Conventions, chosen to match how the paper reports its numbers:
 
 - **macro F1** averages the per-class F1 over the classes *present in the reference labels*
@@ -15,13 +15,15 @@ Conventions, chosen to match how the paper reports its numbers:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+__all__ = ["confusion_counts", "evaluate", "expected_calibration_error", "macro_f1", "mean_iou",
+           "reliability_bins", "row_normalised"]
 
 
 def _as_numpy(a: Any) -> np.ndarray:
@@ -238,54 +240,8 @@ def _columns(table: Any, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def plot_confusion(
-    y_true: Any,
-    y_pred: Any,
-    class_names: Sequence[str],
-    path: str | os.PathLike,
-    *,
-    title: str | None = None,
-) -> None:
-    """PNG with the confusion matrix as counts (left) and row-normalised (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from glacierfacies._io import atomic_output
-
-    n_classes = len(class_names)
-    cm = confusion_counts(y_true, y_pred, n_classes)
+def row_normalised(counts: Any) -> np.ndarray:
+    """Confusion counts divided by their row sums (recall per reference class); empty rows 0."""
+    cm = np.asarray(counts)
     rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
-
-    size = 3.0 + 0.55 * n_classes
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), constrained_layout=True)
-    try:
-        panels = ((cm, "counts", "d"), (norm, "row-normalised (recall)", ".2f"))
-        for ax, (mat, label, fmt) in zip(axes, panels, strict=True):
-            shown = mat / max(mat.max(), 1e-12)
-            ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0)
-            for i in range(n_classes):
-                for j in range(n_classes):
-                    ax.text(
-                        j,
-                        i,
-                        format(mat[i, j], fmt),
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if shown[i, j] > 0.5 else "black",
-                    )
-            ax.set_xticks(range(n_classes), class_names, rotation=45, ha="right")
-            ax.set_yticks(range(n_classes), class_names)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("reference")
-            ax.set_title(label)
-        if title:
-            fig.suptitle(title)
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-    finally:
-        plt.close(fig)
-
+    return np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)

@@ -1,22 +1,32 @@
-"""The k-fold protocol: round 1, confident learning, round 2, each fold resumable."""
+"""The k-fold protocol: round 1, confident learning, round 2, each fold resumable.
+
+Every fold of every round, and the cleaning step, is a stage of `tasks.StageLog` (markers in
+RUN_DIR/stages): a rerun skips the stages whose fingerprint (training configuration
+signature, fold split, labels) matches. Inside an unfinished fold, training resumes from its
+mid-fold checkpoint (checkpoints are not stages).
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from glacierfacies._io import atomic_output
-from glacierfacies.errors import InputError
-from glacierfacies.layout import get_filepath, models_dir
-from glacierfacies.model.card import ModelCard, _write_json, save_model
+from glacierfacies._io import atomic_output, write_json
+from glacierfacies.errors import InputError, RunStateError
+from glacierfacies.layout import fold_model_path, get_filepath, models_dir
+from glacierfacies.model.card import ModelCard, save_model
 from glacierfacies.model.network import TwoScaleCNN
+from glacierfacies.tasks import StageLog, fingerprint
 from glacierfacies.training.calibration import tempered_softmax
 from glacierfacies.training.config import STAGES, TrainConfig
 from glacierfacies.training.evaluation import _flipped_table, run_evaluation
@@ -29,6 +39,11 @@ from glacierfacies.training.loop import (
     sample_weights,
     train_fold,
 )
+
+__all__ = ["fold_splits", "run_cleaning", "run_protocol", "run_round", "train_dataset"]
+
+BatchHook = Callable[[int, int, int, int], None]
+Log = Callable[[str], None]
 
 
 def fold_splits(patchset: Any, keep: np.ndarray | None = None
@@ -69,6 +84,85 @@ def _macro_f1(y: np.ndarray, logits: np.ndarray, n_classes: int) -> float | None
     return macro_f1(y, logits.argmax(1), n_classes) if len(y) else None
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    """Short hash of arrays' contents (the fold split, labels, out-of-fold logits)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stage_log(run_dir: Path, log: Log | None) -> StageLog:
+    return StageLog(get_filepath("train_stages", run_dir), log=log, root=run_dir)
+
+
+def _train_one_fold(
+    patchset: Any, cfg: TrainConfig, run_dir: Path, round_no: int, keep: np.ndarray | None,
+    data: _Data, split: tuple[int, np.ndarray, np.ndarray, np.ndarray], k: int, *,
+    progress: bool, on_batch: BatchHook | None,
+) -> dict[str, Any]:
+    """One fold of a round: train, predict test and validation, calibrate; write the model
+    (+ card) and the predictions. Returns the stage summary."""
+    from glacierfacies.training.calibration import fit_isotonic, fit_temperature, to_card
+
+    t, train_idx, val_idx, test_idx = split
+    if len(train_idx) < 2:
+        raise InputError(None, f"round {round_no} fold {t}: fewer than 2 training points")
+    device = data.x.device
+    n, n_classes = len(data.labels), len(data.class_names)
+    table = patchset.table
+    scenes = table["scene_id"].astype(str).to_numpy()
+    t0 = time.perf_counter()
+    norm = _fit_norm(data, train_idx)
+    weights = np.zeros(n, dtype=np.float32)
+    weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx])
+    res = train_fold(data, train_idx, val_idx, cfg, norm, weights, round_no=round_no, fold=t,
+                     ckpt_path=get_filepath("fold_checkpoint", run_dir, round=round_no, fold=t),
+                     progress=progress, on_batch=on_batch)
+    model = TwoScaleCNN(**res["architecture"]).to(device)
+    model.load_state_dict(res["state_dict"])
+    normalise = _Normaliser(norm, device)
+    test_logits = predict_logits(model, data.x, test_idx, normalise, cfg.eval_batch_size)
+    val_logits = predict_logits(model, data.x, val_idx, normalise, cfg.eval_batch_size)
+    temperature = fit_temperature(val_logits, data.labels[val_idx]) if len(val_idx) else 1.0
+    calibration = {"method": "temperature", "temperature": float(temperature)}
+    if cfg.calibration == "isotonic" and len(val_idx):
+        # "temperature" stays as the fallback for consumers that only scale logits
+        calibration = {**to_card("isotonic", fit_isotonic(tempered_softmax(val_logits),
+                                                          data.labels[val_idx])),
+                       "temperature": float(temperature)}
+    y_test = data.labels[test_idx]
+    cleaned = np.ones(len(test_idx), bool) if keep is None else np.asarray(keep)[test_idx]
+    fold_metrics = {
+        "best_epoch": res["best_epoch"], "best_val_mean_iou": res["best_val_mean_iou"],
+        "stopped_early": res["stopped_early"], "history": res["history"],
+        "test_macro_f1_unpruned": _macro_f1(y_test, test_logits, n_classes),
+        "test_macro_f1_cleaned": _macro_f1(y_test[cleaned], test_logits[cleaned], n_classes),
+        "train_seconds": time.perf_counter() - t0,
+    }
+    card = ModelCard(
+        features=list(data.feature_names), classes=list(data.class_names),
+        patch_size=data.patch_size, normalisation=norm, architecture=res["architecture"],
+        training=cfg.to_dict(),
+        calibration=calibration,
+        metrics=fold_metrics,
+        fold={"round": round_no, "test_fold": t, "validation_fold": (t - 1) % k,
+              "train_folds": sorted(set(range(k)) - {t, (t - 1) % k}),
+              "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx),
+              "test_glaciers": sorted(set(table["glacier"].astype(str).iloc[test_idx]))},
+    )
+    save_model(model, card, fold_model_path(run_dir, round_no, t))
+    with atomic_output(get_filepath("fold_predictions", run_dir, round=round_no, fold=t)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, test_idx=test_idx, test_logits=test_logits, val_idx=val_idx,
+                     val_logits=val_logits, temperature=temperature)
+    return {"temperature": float(temperature), "best_epoch": res["best_epoch"],
+            "test_macro_f1_unpruned": fold_metrics["test_macro_f1_unpruned"],
+            "test_macro_f1_cleaned": fold_metrics["test_macro_f1_cleaned"]}
+
+
 def run_round(
     patchset: Any,
     cfg: TrainConfig,
@@ -78,112 +172,67 @@ def run_round(
     *,
     progress: bool = True,
     data: _Data | None = None,
+    on_batch: BatchHook | None = None,
+    log: Log | None = None,
 ) -> dict[str, Any]:
-    """Train all k fold models of a round (resuming finished folds and checkpoints).
+    """Train all k fold models of a round, each fold a stage (finished folds are skipped,
+    an unfinished one resumes from its checkpoint).
 
     Writes the fold models + cards and predictions; returns out-of-fold test logits
     (N, C), the test fold of each point, per-fold temperatures and warnings.
     """
-    from glacierfacies.training.calibration import fit_isotonic, fit_temperature, to_card
-
     run_dir = Path(run_dir)
-    rdir = get_filepath("round", run_dir, round=round_no)
-    (rdir / "predictions").mkdir(parents=True, exist_ok=True)
-    mdir = models_dir(run_dir, round_no)
-    mdir.mkdir(parents=True, exist_ok=True)
-    device = cfg.resolved_device()
-    data = data or prepare_training_data(patchset, cfg, device)
+    get_filepath("predictions", run_dir, round=round_no).mkdir(parents=True, exist_ok=True)
+    models_dir(run_dir, round_no).mkdir(parents=True, exist_ok=True)
+    data = data or prepare_training_data(patchset, cfg, cfg.resolved_device())
     n, n_classes = len(data.labels), len(data.class_names)
-    table = patchset.table
-    scenes = table["scene_id"].astype(str).to_numpy()
     oof = np.full((n, n_classes), np.nan, dtype=np.float32)
     oof_fold = np.full(n, -1, dtype=np.int64)
     folds_info, warn = [], []
     splits = fold_splits(patchset, keep)
     k = len(splits)
-    for t, train_idx, val_idx, test_idx in splits:
-        pred_path = rdir / "predictions" / f"fold{t}.npz"
+    stages = _stage_log(run_dir, log)
+    for split in splits:
+        t, train_idx, val_idx, test_idx = split
+        pred_path = get_filepath("fold_predictions", run_dir, round=round_no, fold=t)
         absent = [data.class_names[c] for c in range(n_classes)
                   if c in set(data.labels.tolist()) and c not in set(data.labels[train_idx].tolist())]
         if absent:
             msg = f"round {round_no} fold {t}: class(es) {', '.join(absent)} absent from the training folds"
             warn.append(msg)
             warnings.warn(msg, stacklevel=2)
-        if not pred_path.is_file():
-            if len(train_idx) < 2:
-                raise InputError(None, f"round {round_no} fold {t}: fewer than 2 training points")
-            t0 = time.perf_counter()
-            norm = _fit_norm(data, train_idx)
-            weights = np.zeros(n, dtype=np.float32)
-            weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx])
-            res = train_fold(data, train_idx, val_idx, cfg, norm, weights, round_no=round_no,
-                             fold=t, ckpt_path=rdir / f"fold{t}.ckpt", progress=progress)
-            model = TwoScaleCNN(**res["architecture"]).to(device)
-            model.load_state_dict(res["state_dict"])
-            normalise = _Normaliser(norm, device)
-            test_logits = predict_logits(model, data.x, test_idx, normalise, cfg.eval_batch_size)
-            val_logits = predict_logits(model, data.x, val_idx, normalise, cfg.eval_batch_size)
-            temperature = fit_temperature(val_logits, data.labels[val_idx]) if len(val_idx) else 1.0
-            calibration = {"method": "temperature", "temperature": float(temperature)}
-            if cfg.calibration == "isotonic" and len(val_idx):
-                # "temperature" stays as the fallback for consumers that only scale logits
-                calibration = {**to_card("isotonic", fit_isotonic(tempered_softmax(val_logits),
-                                                                  data.labels[val_idx])),
-                               "temperature": float(temperature)}
-            y_test = data.labels[test_idx]
-            cleaned = np.ones(len(test_idx), bool) if keep is None else np.asarray(keep)[test_idx]
-            fold_metrics = {
-                "best_epoch": res["best_epoch"], "best_val_mean_iou": res["best_val_mean_iou"],
-                "stopped_early": res["stopped_early"], "history": res["history"],
-                "test_macro_f1_unpruned": _macro_f1(y_test, test_logits, n_classes),
-                "test_macro_f1_cleaned": _macro_f1(y_test[cleaned], test_logits[cleaned], n_classes),
-                "train_seconds": time.perf_counter() - t0,
-            }
-            card = ModelCard(
-                features=list(data.feature_names), classes=list(data.class_names),
-                patch_size=data.patch_size, normalisation=norm, architecture=res["architecture"],
-                training=cfg.to_dict(),
-                calibration=calibration,
-                metrics=fold_metrics,
-                fold={"round": round_no, "test_fold": t, "validation_fold": (t - 1) % k,
-                      "train_folds": sorted(set(range(k)) - {t, (t - 1) % k}),
-                      "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx),
-                      "test_glaciers": sorted(set(table["glacier"].astype(str).iloc[test_idx]))},
-            )
-            save_model(model, card, mdir / f"fold{t}.pt")
-            with atomic_output(pred_path) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, test_idx=test_idx, test_logits=test_logits, val_idx=val_idx,
-                             val_logits=val_logits, temperature=temperature)
-            (rdir / f"fold{t}.ckpt").unlink(missing_ok=True)
+        name = f"round{round_no}_fold{t}"
+        fp = fingerprint({"config": cfg.signature(), "round": round_no, "fold": t,
+                          "split": _digest(train_idx, val_idx, test_idx),
+                          "labels": _digest(data.labels)})
+        model_path = fold_model_path(run_dir, round_no, t)
+        if not (pred_path.is_file() and model_path.is_file()):
+            stages.invalidate([name])  # a finished fold's outputs were removed: train again
+        stages.run(name, fp, functools.partial(
+            _train_one_fold, patchset, cfg, run_dir, round_no, keep, data, split, k,
+            progress=progress, on_batch=on_batch),
+            outputs=(model_path, model_path.with_suffix(".json"), pred_path))
+        get_filepath("fold_checkpoint", run_dir, round=round_no, fold=t).unlink(missing_ok=True)
         with np.load(pred_path) as z:
             if not np.array_equal(z["test_idx"], test_idx):
-                raise InputError(pred_path, "predictions of another data split; use a new RUN_DIR")
+                raise RunStateError(pred_path, "predictions of another data split; use a new RUN_DIR")
             oof[test_idx] = z["test_logits"]
             oof_fold[test_idx] = t
             temperature = float(z["temperature"])
         folds_info.append({"test_fold": t, "temperature": temperature,
                            "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)})
-    np.save(rdir / "oof_logits.npy", oof)
-    np.save(rdir / "oof_fold.npy", oof_fold)
+    np.save(get_filepath("oof_logits", run_dir, round=round_no), oof)
+    np.save(get_filepath("oof_fold", run_dir, round=round_no), oof_fold)
     return {"oof_logits": oof, "oof_fold": oof_fold, "folds": folds_info, "warnings": warn}
 
 
-def run_cleaning(patchset: Any, cfg: TrainConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Confident learning on the round-1 out-of-fold probabilities only; review files."""
+def _clean(patchset: Any, cfg: TrainConfig, run_dir: Path, labels: np.ndarray,
+           probs: np.ndarray) -> dict[str, Any]:
+    """The cleaning stage: flags, label review files and RUN_DIR/cleaning/summary.json."""
     from glacierfacies.training.cleaning import find_noisy_labels, write_review
 
-    run_dir = Path(run_dir)
-    oof_path = get_filepath("round", run_dir, round=1) / "oof_logits.npy"
-    if not oof_path.is_file():
-        raise InputError(oof_path, "no round-1 predictions; run --stage round1 first")
-    oof = np.load(oof_path)
-    labels = np.asarray(patchset.labels, dtype=np.int64)
-    if oof.shape[0] != len(labels) or not np.isfinite(oof).all():
-        raise InputError(oof_path, "round-1 predictions do not match this dataset")
-    probs = tempered_softmax(oof)
     mask = find_noisy_labels(labels, probs, list(cfg.prune_classes))
-    out = run_dir / "cleaning"
+    out = get_filepath("cleaning", run_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = patchset.table
     crs = None
@@ -191,14 +240,42 @@ def run_cleaning(patchset: Any, cfg: TrainConfig, run_dir: str | os.PathLike) ->
         crs = str(table["crs"].iloc[0]) or None
     paths = write_review(table, labels, probs, mask, list(patchset.class_names), out, crs) \
         if crs else {}
-    np.save(out / "flagged.npy", mask)
+    with atomic_output(get_filepath("flagged", run_dir)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, mask)
     names = list(patchset.class_names)
     per_class = {names[c]: int(mask[labels == c].sum()) for c in range(len(names))}
     summary = {"n_flagged": int(mask.sum()), "fraction": float(mask.mean()) if len(mask) else 0.0,
                "per_class": per_class, "prune_classes": list(cfg.prune_classes),
                "files": {k: str(v) for k, v in paths.items()}}
-    _write_json(out / "summary.json", summary)
-    return {"mask": mask, **summary}
+    write_json(get_filepath("cleaning_summary", run_dir), summary)
+    return summary
+
+
+def run_cleaning(patchset: Any, cfg: TrainConfig, run_dir: str | os.PathLike, *,
+                 log: Log | None = None) -> dict[str, Any]:
+    """Confident learning on the round-1 out-of-fold probabilities only; review files.
+
+    A stage: skipped when the round-1 predictions, labels and configuration are unchanged.
+    """
+    run_dir = Path(run_dir)
+    oof_path = get_filepath("oof_logits", run_dir, round=1)
+    if not oof_path.is_file():
+        raise InputError(oof_path, "no round-1 predictions; run --stage round1 first")
+    oof = np.load(oof_path)
+    labels = np.asarray(patchset.labels, dtype=np.int64)
+    if oof.shape[0] != len(labels) or not np.isfinite(oof).all():
+        raise InputError(oof_path, "round-1 predictions do not match this dataset")
+    probs = tempered_softmax(oof)
+    stages = _stage_log(run_dir, log)
+    flagged_path = get_filepath("flagged", run_dir)
+    if not flagged_path.is_file():
+        stages.invalidate(["clean"])
+    fp = fingerprint({"config": cfg.signature(), "oof": _digest(oof), "labels": _digest(labels)})
+    summary = stages.run("clean", fp, functools.partial(_clean, patchset, cfg, run_dir, labels,
+                                                        probs),
+                         outputs=(get_filepath("cleaning", run_dir),))
+    return {"mask": np.load(flagged_path), **summary}
 
 
 def run_protocol(
@@ -211,26 +288,29 @@ def run_protocol(
     flipped: Any | None = None,
     dataset_path: str | os.PathLike | None = None,
     flipped_path: str | os.PathLike | None = None,
+    on_batch: BatchHook | None = None,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """The paper's protocol (or one stage): round 1, cleaning, round 2, evaluation.
 
     Returns the metrics dict written to RUN_DIR/metrics.json (after round 2) or a stage
     summary. Reruns resume: finished folds are kept, unfinished ones restart from their
-    last checkpoint.
+    last checkpoint. `on_batch` is called before every training batch (test hooks); `log`
+    gets one line per stage run or skipped.
     """
     if stage not in STAGES:
         raise InputError(None, f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
+    cfg_path = get_filepath("train_config", run_dir)
     if cfg_path.is_file():
         old = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
         if old.signature() != cfg.signature():
-            raise InputError(cfg_path, "RUN_DIR holds a run with another configuration; "
-                                       "use a new RUN_DIR (or the same options)")
-    _write_json(cfg_path, cfg.to_dict())
+            raise RunStateError(cfg_path, "RUN_DIR holds a run with another configuration; "
+                                          "use a new RUN_DIR (or the same options)")
+    write_json(cfg_path, cfg.to_dict())
     if dataset_path is not None:  # lets `glacierfacies evaluate RUN_DIR` find the data
-        _write_json(run_dir / "run.json", {
+        write_json(get_filepath("train_run", run_dir), {
             "dataset": str(Path(dataset_path).resolve()),
             "flipped_labels": str(Path(flipped_path).resolve()) if flipped_path else None})
     if cfg.resolved_device().type == "cpu":
@@ -243,29 +323,32 @@ def run_protocol(
     if stage in ("round1", "all"):
         t0 = time.perf_counter()
         data = prepare_training_data(patchset, cfg, device)
-        r1 = run_round(patchset, cfg, run_dir, 1, progress=progress, data=data)
+        r1 = run_round(patchset, cfg, run_dir, 1, progress=progress, data=data,
+                       on_batch=on_batch, log=log)
         warn += r1["warnings"]
         timings["round1_s"] = time.perf_counter() - t0
         out["round1"] = {"folds": r1["folds"]}
     if stage in ("clean", "all"):
         t0 = time.perf_counter()
-        out["cleaning"] = {k: v for k, v in run_cleaning(patchset, cfg, run_dir).items() if k != "mask"}
+        out["cleaning"] = {k: v for k, v in run_cleaning(patchset, cfg, run_dir, log=log).items()
+                           if k != "mask"}
         timings["cleaning_s"] = time.perf_counter() - t0
     if stage in ("round2", "all"):
         t0 = time.perf_counter()
-        flagged_path = run_dir / "cleaning" / "flagged.npy"
+        flagged_path = get_filepath("flagged", run_dir)
         if not flagged_path.is_file():
             raise InputError(flagged_path, "no cleaning result; run --stage clean first")
         keep = ~np.load(flagged_path)
         data = data or prepare_training_data(patchset, cfg, device)
-        r2 = run_round(patchset, cfg, run_dir, 2, keep=keep, progress=progress, data=data)
+        r2 = run_round(patchset, cfg, run_dir, 2, keep=keep, progress=progress, data=data,
+                       on_batch=on_batch, log=log)
         warn += r2["warnings"]
         timings["round2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = run_evaluation(patchset, run_dir, flipped=flipped)
         timings["evaluation_s"] = time.perf_counter() - t0
         out["folds"] = r2["folds"]
-    prev = run_dir / "metrics.json"
+    prev = get_filepath("metrics", run_dir)
     if prev.is_file() and stage != "all":
         old = json.loads(prev.read_text())
         old.update(out)
@@ -276,7 +359,7 @@ def run_protocol(
     out["config"] = cfg.to_dict()
     if dataset_path is not None:
         out["dataset"] = str(dataset_path)
-    _write_json(prev, out)
+    write_json(prev, out)
     return out
 
 
@@ -288,6 +371,8 @@ def train_dataset(
     *,
     flipped_csv: str | os.PathLike | None = None,
     progress: bool = True,
+    on_batch: BatchHook | None = None,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """Load a PatchSet folder and run the protocol (or one stage) into RUN_DIR."""
     from glacierfacies.data.patchset import PatchSet
@@ -295,5 +380,5 @@ def train_dataset(
     ps = PatchSet.load(dataset)
     flipped = _flipped_table(ps, flipped_csv)
     return run_protocol(ps, run_dir, cfg, stage, progress=progress, flipped=flipped,
-                        dataset_path=dataset, flipped_path=flipped_csv)
-
+                        dataset_path=dataset, flipped_path=flipped_csv, on_batch=on_batch,
+                        log=log)

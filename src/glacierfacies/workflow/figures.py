@@ -1,12 +1,26 @@
-"""Figures of the report (PNG): quicklooks, series, counts, confusion, reliability, scatter."""
+"""Figures of the report (PNG): quicklooks, series, counts, confusion, reliability, scatter.
+
+Drawn from numbers the stages computed and wrote (`training.evaluation` writes
+RUN_DIR/figure_data.json, `products.regression` the massbalance folder); `training_figures`
+and `massbalance_figures` are what the CLI and the main job call after those stages.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import save_figure
 from glacierfacies.classes import CLASSES, NODATA_CLASS
+from glacierfacies.layout import get_filepath
+
+__all__ = ["bar_counts_png", "class_colormap", "confusion_png", "massbalance_figures",
+           "quicklook_png", "reliability_png", "rgb_composite", "scatter_png", "timeseries_png",
+           "training_figures"]
 
 
 def _agg():
@@ -57,9 +71,7 @@ def quicklook_png(
     axes[1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def timeseries_png(products, path: Path, min_observed: float = 0.8) -> Path:
@@ -84,9 +96,7 @@ def timeseries_png(products, path: Path, min_observed: float = 0.8) -> Path:
     axes[1].set_ylabel("snowline altitude (m)")
     axes[0].legend(fontsize=7, ncol=2)
     axes[0].set_title("accumulation-area ratio and snowline altitude per glacier and scene")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def bar_counts_png(counts, path: Path, title: str, xlabel: str = "") -> Path:
@@ -97,7 +107,123 @@ def bar_counts_png(counts, path: Path, title: str, xlabel: str = "") -> Path:
     ax.invert_yaxis()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
+
+
+def confusion_png(counts: Any, class_names: Sequence[str], path: Path, *,
+                  title: str | None = None) -> Path:
+    """The confusion matrix as counts (left) and row-normalised (right); rows = reference."""
+    from glacierfacies.training.metrics import row_normalised
+
+    plt = _agg()
+    n_classes = len(class_names)
+    cm = np.asarray(counts, dtype=np.int64).reshape(n_classes, n_classes)
+    norm = row_normalised(cm)
+    size = 3.0 + 0.55 * n_classes
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), constrained_layout=True)
+    try:
+        panels = ((cm, "counts", "d"), (norm, "row-normalised (recall)", ".2f"))
+        for ax, (mat, label, fmt) in zip(axes, panels, strict=True):
+            shown = mat / max(mat.max(), 1e-12)
+            ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0)
+            for i in range(n_classes):
+                for j in range(n_classes):
+                    ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] > 0.5 else "black")
+            ax.set_xticks(range(n_classes), class_names, rotation=45, ha="right")
+            ax.set_yticks(range(n_classes), class_names)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("reference")
+            ax.set_title(label)
+        if title:
+            fig.suptitle(title)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return save_figure(fig, path, dpi=120)
+
+
+def _floats(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)  # None (JSON null of an empty bin) -> NaN
+
+
+def reliability_png(reliability: dict[str, Any], path: Path) -> Path:
+    """Reliability diagram, one column per panel of `calibration.reliability` (before |
+    after): accuracy per confidence bin against the diagonal, points per bin below."""
+    plt = _agg()
+    panels = reliability["panels"]
+    n_bins, ece_bins = int(reliability["n_bins"]), int(reliability["ece_bins"])
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 5.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True,
+                             constrained_layout=True)
+    try:
+        for col, panel in enumerate(panels):
+            edges, count = _floats(panel["edges"]), np.asarray(panel["count"], dtype=np.int64)
+            accuracy, confidence = _floats(panel["accuracy"]), _floats(panel["confidence"])
+            width = 1.0 / n_bins
+            centres = edges[:-1] + width / 2
+            used = count > 0
+            ax = axes[0, col]
+            ax.bar(centres[used], accuracy[used], width=width, color="#4c78a8",
+                   edgecolor="white", label="accuracy")
+            ax.bar(centres[used], confidence[used] - accuracy[used], bottom=accuracy[used],
+                   width=width, color="#e45756", alpha=0.45, edgecolor="white",
+                   label="gap to confidence")
+            ax.plot([0, 1], [0, 1], "k--", lw=1)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("accuracy")
+            ax.set_title(f"{panel['label']}\nECE ({ece_bins} bins) = {100 * panel['ece']:.2f}%")
+            ax.legend(loc="upper left", fontsize=8)
+            hist = axes[1, col]
+            hist.bar(centres, count, width=width, color="grey")
+            hist.set_yscale("log" if count.max() > 100 else "linear")
+            hist.set_xlabel("confidence (top-label probability)")
+            hist.set_ylabel("points")
+    except BaseException:
+        plt.close(fig)
+        raise
+    return save_figure(fig, path, dpi=120)
+
+
+def scatter_png(predicted: Any, observed: Any, title: str, path: Path) -> Path:
+    """Held-out predicted vs observed balance, with the 1:1 line."""
+    plt = _agg()
+    predicted, observed = _floats(predicted), _floats(observed)
+    ok = np.isfinite(predicted) & np.isfinite(observed)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(observed[ok], predicted[ok], s=6, alpha=0.5, edgecolors="none")
+    if ok.any():
+        lo = float(min(observed[ok].min(), predicted[ok].min()))
+        hi = float(max(observed[ok].max(), predicted[ok].max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("observed annual balance (m w.e.)")
+    ax.set_ylabel("predicted, held out (m w.e.)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def training_figures(run_dir: Path) -> list[Path]:
+    """RUN_DIR/confusion_cleaned.png, confusion_unpruned.png and reliability.png from the
+    evaluation's figure_data.json (none when the run has not been evaluated yet)."""
+    data_path = get_filepath("figure_data", run_dir)
+    if not data_path.is_file():
+        return []
+    data = json.loads(data_path.read_text())
+    paths = [confusion_png(data["confusion"][name]["counts"], data["classes"],
+                           get_filepath(f"confusion_{name}", run_dir),
+                           title=data["confusion"][name]["title"])
+             for name in ("cleaned", "unpruned")]
+    paths.append(reliability_png(data["reliability"], get_filepath("reliability", run_dir)))
+    return paths
+
+
+def massbalance_figures(out_dir: Path) -> list[Path]:
+    """OUT_DIR/scatter_<product>_<global|glacier>.png of a finished `run_massbalance`."""
+    from glacierfacies.products.regression import scatter_panels
+
+    return [scatter_png(p["predicted"], p["observed"], p["title"], Path(out_dir) / f"{p['name']}.png")
+            for p in scatter_panels(out_dir)]
 

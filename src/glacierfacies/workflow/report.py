@@ -12,6 +12,8 @@ from glacierfacies._io import write_text
 from glacierfacies.layout import get_filepath
 from glacierfacies.workflow.config import Inputs, RunConfig, versions
 
+__all__ = ["html_path", "stage_report"]
+
 
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
@@ -137,17 +139,18 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                      f"% of the sample's deliberately flipped facies labels with precision "
                      f"{100 * clean['flag_precision']:.0f}%.")
     figs = []
-    for name, title in (("confusion_cleaned.png", "Confusion matrix, cleaned test folds"),
-                        ("confusion_unpruned.png", "Confusion matrix, unpruned test folds")):
-        if (train_dir / name).is_file():
-            figs.append(Figure(title, shutil.copy(train_dir / name, fig_dir / name)))
+    for key, title in (("confusion_cleaned", "Confusion matrix, cleaned test folds"),
+                       ("confusion_unpruned", "Confusion matrix, unpruned test folds")):
+        png = get_filepath(key, train_dir)  # drawn by workflow.figures.training_figures
+        if png.is_file():
+            figs.append(Figure(title, shutil.copy(png, fig_dir / png.name)))
     sections.append(Section("Accuracy", paras, _metrics_tables(metrics), figs))
     cal = metrics.get("calibration") or {}
     cal_figs = []
-    if (train_dir / "reliability.png").is_file():
+    reliability_png = get_filepath("reliability", train_dir)
+    if reliability_png.is_file():
         cal_figs.append(Figure("Reliability before and after temperature scaling",
-                               shutil.copy(train_dir / "reliability.png",
-                                           fig_dir / "reliability.png")))
+                               shutil.copy(reliability_png, fig_dir / reliability_png.name)))
     sections.append(Section(
         "Calibrated confidence",
         [f"{cal.get('method', 'temperature scaling')}: ECE (100 bins) "

@@ -8,6 +8,9 @@ from typing import Any
 from glacierfacies.layout import get_filepath
 from glacierfacies.workflow.config import Inputs, RunConfig, train_config
 
+__all__ = ["compare_aar_with_truth", "model_paths", "stage_dataset", "stage_maps",
+           "stage_massbalance", "stage_products", "stage_sample", "stage_train"]
+
 
 def stage_sample(cfg: RunConfig, out: Path) -> dict[str, Any]:
     from glacierfacies.sample.generate import write_sample
@@ -27,10 +30,12 @@ def stage_dataset(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
 
 def stage_train(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     from glacierfacies.training.protocol import train_dataset
+    from glacierfacies.workflow.figures import training_figures
 
     metrics = train_dataset(get_filepath("dataset", out), get_filepath("train", out), train_config(cfg),
                             flipped_csv=inputs.flipped if inputs.flipped and
                             inputs.flipped.is_file() else None)
+    training_figures(get_filepath("train", out))
     keep = ("macro_f1_cleaned", "macro_f1_unpruned", "n_pruned", "flip_detection")
     return {k: metrics.get(k) for k in keep if k in metrics}
 
@@ -96,6 +101,7 @@ def stage_massbalance(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, An
     from glacierfacies.products.regression import run_massbalance
     from glacierfacies.products.table import read_products
     from glacierfacies.products.wgms import read_wgms
+    from glacierfacies.workflow.figures import massbalance_figures
 
     if inputs.wgms is None:
         return {"skipped": "no WGMS folder configured"}
@@ -104,5 +110,6 @@ def stage_massbalance(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, An
     stats = run_massbalance(read_products(products_path), records, get_filepath("massbalance", out),
                             products_path, min_years=cfg.min_years,
                             min_observed=cfg.min_observed, overwrite=True)
+    massbalance_figures(get_filepath("massbalance", out))
     return {"stats": stats}
 
