@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import _read_options, read_options
 from glacierfacies.errors import InputError
 
 
@@ -44,16 +45,18 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
 @click.option("--folds", "k_folds", default=6, show_default=True, help="Folds by glacier.")
 @click.option("--fold-column", default=None, help="Use this labels column as the folds.")
 @click.option("--seed", default=0, show_default=True)
+@_read_options
 @click.option("--overwrite", is_flag=True)
 def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, features, dtype,
-                      k_folds, fold_column, seed, overwrite) -> None:
+                      k_folds, fold_column, seed, overwrite, **read_kw) -> None:
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
 
+    options = read_options(read_kw)
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
                         patch_size=patch_size, features=features, dtype=dtype,
                         k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
-                        overwrite=overwrite)
+                        overwrite=overwrite, read_options=options)
     s = ps.provenance["summary"]
     click.echo(f"{out_dir}: kept {s['kept']} of {s['labels']} points; skipped "
                f"{s['skipped_edge']} near a scene edge, {s['skipped_invalid']} with invalid "
