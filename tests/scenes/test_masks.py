@@ -296,3 +296,46 @@ def test_qa_band_written_and_counted_in_products(tmp_path, sample_dir):
     # shadow: "snowline" counts shadowed pixels as observed, so compare with what was lost
     assert r_off["observed_fraction"] - r_on["observed_fraction"] == pytest.approx(
         ((off_map != 255) & (off_map != 7) & masked & inside).sum() / n, abs=1e-9)
+
+
+def test_block_wise_maps_and_stack_tags_carry_the_masks(tmp_path):
+    """Block-wise mapping gives the whole-scene map and QA band; the stack's tags name the
+    mask."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from glacierfacies.mapping.config import MapConfig
+    from glacierfacies.mapping.scene_map import map_scene
+    from glacierfacies.stack import build_feature_stack, write_feature_stack
+    from tests.scenes.test_archives import spectral_model
+    from tests.scenes.test_scenes import CRS, X0, Y0
+
+    safe, _ = make_safe(tmp_path / "p")
+    img = next(safe.rglob("IMG_DATA"))
+    _tif(img / "R20m" / "T32TPS_20220905T103629_SCL_20m.tif", _scl((H10 // 2, W10 // 2)), 20)
+    dem = tmp_path / "dem.tif"
+    yy, xx = np.mgrid[0:40, 0:50]
+    _tif(dem, (2500 + 3 * xx + 2 * yy).astype(np.float32), 30, nodata=-9999, x0=X0 - 300,
+         y0=Y0 + 300)
+    outl = tmp_path / "o.gpkg"
+    gpd.GeoDataFrame({"glacier": ["A"]}, geometry=[box(X0 + 50, Y0 - 550, X0 + 850, Y0 - 50)],
+                     crs=CRS).to_file(outl)
+    model = spectral_model(tmp_path / "m" / "fold0.pt")
+    kw = dict(dem=dem, outlines=outl, models=[model], progress=False)
+    map_scene(safe, out=tmp_path / "whole.tif", config=MapConfig(smoothing=False, block_size=0),
+              **kw)
+    map_scene(safe, out=tmp_path / "blocks.tif", config=MapConfig(smoothing=False,
+                                                                  block_size=32), **kw)
+    for suffix in (".tif", "_qa.tif"):
+        with rasterio.open(tmp_path / f"whole{suffix}") as a, \
+                rasterio.open(tmp_path / f"blocks{suffix}") as b:
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+    with rasterio.open(tmp_path / "whole_qa.tif") as q:
+        assert q.tags()["QA_BITS"].startswith("1=masked")
+        assert (q.read(1) & QA_MASKED).sum() > 100
+    stack = build_feature_stack(read_scene(safe), dem, outl)
+    write_feature_stack(stack, tmp_path / "stack.tif")
+    with rasterio.open(tmp_path / "stack.tif") as r:
+        assert r.tags()["product_mask"] == "SCL 3,8,9,10"
+        assert r.tags()["saturation"] == "SCL 1"
+        assert r.tags()["s2_offset_from"] == "MTD_MSIL2A.xml BOA_ADD_OFFSET"

@@ -122,3 +122,24 @@ def test_run_configuration_reads_scene_options(tmp_path):
     with pytest.raises(InputError, match="run.yaml: --band-map") as err:
         load_config(cfg_path)
     assert "\n" not in str(err.value)
+
+
+def test_map_many_passes_the_read_options(tmp_path, monkeypatch):
+    import glacierfacies.mapping.distributed as dist
+
+    seen = {}
+
+    def fake_map_many(scenes, dem, outlines, models, out_dir, *, config, **kw):
+        seen["config"] = config
+        return dist.ManyResult([])
+
+    monkeypatch.setattr(dist, "map_many", fake_map_many)
+    p = tmp_path / "s_20220905.tif"
+    p.write_bytes(b"")
+    res = CliRunner().invoke(cli, ["map-many", str(p), "--dem", "d", "--outlines", "o",
+                                   "--model", "m", "-o", str(tmp_path), "--scale", "0.0001",
+                                   "--nodata", "-9999", "--no-product-mask", "--s2-offset",
+                                   "0"])
+    assert res.exit_code == 0, res.output
+    r = seen["config"].read
+    assert (r.scale, r.nodata, r.product_mask, r.s2_offset_dn) == (1e-4, -9999, False, 0)
