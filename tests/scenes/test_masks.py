@@ -293,6 +293,13 @@ def test_qa_band_written_and_counted_in_products(tmp_path, sample_dir):
     lost = (observed & masked & inside).sum() / n
     assert lost > 0.1
     assert r_on["observed_fraction"] < r_off["observed_fraction"]
+    # a map copied without its QA band: a warning, NaN fractions, the rest unchanged
+    (tmp_path / "alone").mkdir()
+    shutil.copy(tmp_path / "on.tif", tmp_path / "alone" / "on.tif")
+    with pytest.warns(UserWarning, match="on_qa.tif: QA band named by on.tif not found"):
+        alone = compute_products([tmp_path / "alone" / "on.tif"], sample_dir / "outlines.gpkg",
+                                 sample_dir / "dem.tif").iloc[0]
+    assert np.isnan(alone["masked_fraction"]) and alone["aar"] == r_on["aar"]
     # shadow: "snowline" counts shadowed pixels as observed, so compare with what was lost
     assert r_off["observed_fraction"] - r_on["observed_fraction"] == pytest.approx(
         ((off_map != 255) & (off_map != 7) & masked & inside).sum() / n, abs=1e-9)

@@ -99,7 +99,9 @@ def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
         return None
     qa = map_path.parent / Path(name).name
     if not qa.is_file():
-        raise InputError(qa, f"QA band named by {map_path.name} not found")
+        warnings.warn(f"{qa}: QA band named by {map_path.name} not found; its masked and "
+                      "saturated fractions are NaN", stacklevel=2)
+        return None
     return qa
 
 

@@ -152,14 +152,25 @@ def _finish(refl: np.ndarray, valid: np.ndarray, masks: list[tuple], grid: Grid,
     return apply_masks(refl, valid, masked, saturated, options.mask_saturated)
 
 
+#: Fewer valid pixels than this (a block of a scene mostly under cloud) say too little
+#: about the coding to refuse a scene on them.
+PLAUSIBILITY_MIN_PIXELS = 100
+#: The median is taken over at most this many pixels (evenly spaced), so that a whole tile
+#: costs no copy of its bands.
+PLAUSIBILITY_SAMPLE = 200_000
+
+
 def check_plausible(refl: np.ndarray, valid: np.ndarray, source: Any) -> float:
     """The median of the valid blue, green and red reflectance; a one-line InputError naming
     `source` when it is outside `PLAUSIBLE_REFLECTANCE` (DN read as reflectance, ...)."""
     from glacierfacies.scenes.options import PLAUSIBLE_REFLECTANCE
 
-    if not valid.any():
+    idx = np.flatnonzero(valid.ravel())
+    if idx.size < PLAUSIBILITY_MIN_PIXELS:
         return float("nan")
-    med = float(np.median(refl[:3, valid]))
+    if idx.size > PLAUSIBILITY_SAMPLE:
+        idx = idx[np.linspace(0, idx.size - 1, PLAUSIBILITY_SAMPLE).astype(np.int64)]
+    med = float(np.median(refl[:3].reshape(3, -1)[:, idx]))
     lo, hi = PLAUSIBLE_REFLECTANCE
     if med > hi:
         raise InputError(source, f"median blue/green/red reflectance is {med:.4g}, not "
