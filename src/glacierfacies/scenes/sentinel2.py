@@ -1,4 +1,5 @@
-"""Sentinel-2 L2A products (.SAFE folders or band folders): band files, baseline offset, metadata."""
+"""Sentinel-2 L2A products (.SAFE folders, .SAFE.zip, band folders): band files, SCL,
+the BOA offset (metadata, else the name's baseline, else the date), metadata."""
 
 from __future__ import annotations
 
