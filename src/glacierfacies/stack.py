@@ -154,6 +154,15 @@ def build_feature_stack(
     )
 
 
+def scene_notes(scene: Scene) -> dict[str, str]:
+    """What a reader assumed or applied, as tags: the product mask, the saturation flag, where
+    the sun came from, an assumed time of day."""
+    keys = {"product_mask": "product_mask", "saturation": "saturation",
+            "sun_angles": "sun_angles", "time_note": "time_note",
+            "boa_offset_from": "s2_offset_from"}
+    return {tag: str(scene.metadata[k]) for k, tag in keys.items() if scene.metadata.get(k)}
+
+
 def write_feature_stack(
     stack: FeatureStack, path: str | os.PathLike, overwrite: bool = True
 ) -> Path:
@@ -194,6 +203,7 @@ def write_feature_stack(
                 source=str(sc.source),
                 features=",".join(stack.feature_names),
                 units="reflectance x6, m, deg, 0/1, 0..255 (gdaldem), m (>0 inside glacier)",
+                **scene_notes(sc),
             )
     return dest
 

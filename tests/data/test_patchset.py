@@ -67,7 +67,7 @@ def use_fake_stacks(monkeypatch, stacks: dict[str, types.SimpleNamespace]) -> No
     import glacierfacies.scenes.reader as reader
     import glacierfacies.stack as stack
 
-    def read_scene(path, grid=None, band_map=None, scale=None, offset=None):
+    def read_scene(path, grid=None, band_map=None, scale=None, offset=None, options=None):
         return stacks[Path(path).name].scene
 
     def build_feature_stack(scene, dem_path, outlines_path):

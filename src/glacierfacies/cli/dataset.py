@@ -14,6 +14,8 @@ from glacierfacies.cli.options import (
     outlines_option,
     overwrite_option,
     patch_dtype_option,
+    read_options,
+    read_options_decorator,
 )
 from glacierfacies.errors import InputError
 
@@ -58,17 +60,19 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
               help="Subset name (optical, optical+elevation, ...) or comma list.")
 @patch_dtype_option
 @fold_options
+@read_options_decorator
 @overwrite_option("OUT")
 def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, features, dtype,
-                      k_folds, fold_column, seed, overwrite) -> None:
+                      k_folds, fold_column, seed, overwrite, **read_kw) -> None:
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
 
     check_output(out_dir, overwrite=overwrite)  # before sampling any scene
+    options = read_options(read_kw)
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
                         patch_size=patch_size, features=features, dtype=dtype,
                         k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
-                        overwrite=overwrite)
+                        overwrite=overwrite, read_options=options)
     s = ps.provenance["summary"]
     click.echo(f"{out_dir}: kept {s['kept']} of {s['labels']} points; skipped "
                f"{s['skipped_edge']} near a scene edge, {s['skipped_invalid']} with invalid "

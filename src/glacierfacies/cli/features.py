@@ -8,8 +8,13 @@ import click
 
 from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
-from glacierfacies.cli.options import dem_option, outlines_option, overwrite_option
-from glacierfacies.errors import InputError
+from glacierfacies.cli.options import (
+    dem_option,
+    outlines_option,
+    overwrite_option,
+    read_options,
+    read_options_decorator,
+)
 
 __all__ = ["features_cmd"]
 
@@ -20,26 +25,19 @@ __all__ = ["features_cmd"]
 @outlines_option()
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Output 11-band GeoTIFF.")
-@click.option("--band-map", default=None,
-              help="Plain GeoTIFF only: blue=1,green=2,red=3,nir=4,swir1=5,swir2=6.")
-@click.option("--scale", type=float, default=None, help="Plain GeoTIFF only: DN scale.")
-@click.option("--offset", type=float, default=None, help="Plain GeoTIFF only: DN offset.")
+@read_options_decorator
 @overwrite_option("OUTPUT")
 def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
-                 band_map: str | None, scale: float | None, offset: float | None,
-                 overwrite: bool) -> None:
+                 overwrite: bool, **read_kw) -> None:
     """Build the 11-feature stack (6 reflectances, elevation, slope, shadow_mask, hillshade,
-    proximity) of SCENE (.SAFE, Landsat C2 L2 folder, S2 band folder or GeoTIFF)."""
-    from glacierfacies.scenes.generic import parse_band_map
+    proximity) of SCENE (.SAFE/.SAFE.zip, Landsat C2 L2 folder/.tar, HLS granule, S2 band
+    folder or GeoTIFF)."""
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, write_feature_stack
 
+    options = read_options(read_kw)
     check_output(output, overwrite=overwrite)  # before reading anything
-    try:
-        bmap = parse_band_map(band_map) if band_map else None
-    except ValueError as exc:
-        raise InputError(None, f"--band-map: {exc}") from None
-    scene = read_scene(scene_path, band_map=bmap, scale=scale, offset=offset)
+    scene = read_scene(scene_path, options=options)
     stack = build_feature_stack(scene, dem, outlines)
     write_feature_stack(stack, output, overwrite=overwrite)
     n_glac = int(len(stack.outlines))

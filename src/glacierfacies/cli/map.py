@@ -13,6 +13,8 @@ from glacierfacies.cli.options import (
     map_config_options,
     map_input_options,
     overwrite_option,
+    read_options,
+    read_options_decorator,
 )
 
 __all__ = ["map_cmd", "map_many_cmd"]
@@ -26,13 +28,16 @@ __all__ = ["map_cmd", "map_many_cmd"]
 @click.option("--confidence", "confidence_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the calibrated confidence COG here.")
 @map_config_options
+@read_options_decorator
 @overwrite_option("the map, its .qml style and the confidence map")
 def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], out: Path,
             confidence_out: Path | None, overwrite: bool, **options) -> None:
-    """Map the facies of one SCENE (Sentinel-2 .SAFE, Landsat folder or GeoTIFF stack)."""
+    """Map the facies of one SCENE (Sentinel-2 .SAFE/.SAFE.zip, Landsat folder/.tar, HLS
+    granule or GeoTIFF stack)."""
     from glacierfacies.mapping.scene_map import map_scene
 
-    res = map_scene(scene, dem, outlines, list(models), out, config=map_config(**options),
+    read = read_options(options)
+    res = map_scene(scene, dem, outlines, list(models), out, config=map_config(**options, read=read),
                     confidence_out=confidence_out, overwrite=overwrite)
     shares = ", ".join(f"{k} {v / max(res.n_classified, 1):.0%}"
                        for k, v in res.class_counts.items() if v)
@@ -46,6 +51,7 @@ def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], ou
               help="Existing folder for <scene>_facies.tif (+ _confidence.tif).")
 @click.option("--confidence", is_flag=True, help="Also write <scene>_confidence.tif.")
 @map_config_options
+@read_options_decorator
 @click.option("--scheduler", default="local", show_default=True,
               help="'local' (a LocalCluster) or a Dask scheduler address (tcp://host:8786).")
 @click.option("--workers", type=int, default=2, show_default=True,
@@ -58,8 +64,9 @@ def map_many_cmd(scenes_glob: str, dem: Path, outlines: Path, models: tuple[Path
     from glacierfacies.mapping.distributed import map_many
     from glacierfacies.scenes.reader import expand_scenes
 
+    read = read_options(options)
     res = map_many(expand_scenes(scenes_glob), dem, outlines, list(models), out_dir,
-                   config=map_config(**options), scheduler=scheduler, workers=workers,
+                   config=map_config(**options, read=read), scheduler=scheduler, workers=workers,
                    confidence=confidence, overwrite=overwrite)
     click.echo(res.summary())
     if res.count("failed") or res.count("bad input"):

@@ -116,7 +116,49 @@ map_config_options: Decorator = _stack(
 
 
 def map_config(buffer: str, no_smoothing: bool, device: str, tile_size: int, precision: str,
-               confidence_dtype: str) -> MapConfig:
-    """The `MapConfig` of the values `map_config_options` parsed."""
+               confidence_dtype: str, read=None) -> MapConfig:
+    """The `MapConfig` of the values `map_config_options` (and `read_options`) parsed."""
+    extra = {} if read is None else {"read": read}
     return MapConfig(buffer=buffer, smoothing=not no_smoothing, device=device,
-                     tile_size=tile_size, confidence_dtype=confidence_dtype, precision=precision)
+                     tile_size=tile_size, confidence_dtype=confidence_dtype, precision=precision,
+                     **extra)
+
+
+# ---------------------------------------------------------------- scene reading (issue 12)
+def read_options_decorator(f):
+    """How scenes are read, on every command that reads one (features, map, map-many,
+    dataset build): `read_options(kwargs)` pops them into a `ReadOptions`."""
+    opts = [
+        click.option("--band-map", default=None,
+                     help="GeoTIFF stacks: which band is which, "
+                          "blue=1,green=2,red=3,nir=4,swir1=5,swir2=6."),
+        click.option("--scale", type=float, default=None,
+                     help="GeoTIFF stacks: reflectance = DN * scale + offset (e.g. 0.0001)."),
+        click.option("--offset", type=float, default=None, help="GeoTIFF stacks: DN offset."),
+        click.option("--nodata", type=float, default=None,
+                     help="GeoTIFF stacks: a DN that is nodata (e.g. -9999)."),
+        click.option("--no-product-mask", is_flag=True,
+                     help="Do not apply the product's own cloud / cloud-shadow mask "
+                          "(SCL, QA_PIXEL, Fmask)."),
+        click.option("--mask-saturated", is_flag=True,
+                     help="Also drop pixels the product flags as saturated (SCL 1, QA_RADSAT)."),
+        click.option("--s2-offset", type=float, default=None,
+                     help="Sentinel-2 BOA_ADD_OFFSET in DN (-1000 or 0), overriding the "
+                          "metadata, the product name's _Nxxxx_ and the date."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+READ_OPTION_NAMES = ("band_map", "scale", "offset", "nodata", "no_product_mask",
+                     "mask_saturated", "s2_offset")
+
+
+def read_options(kwargs: dict):
+    """Pop the `read_options_decorator` values out of a command's kwargs into a `ReadOptions`."""
+    from glacierfacies.scenes.options import ReadOptions
+
+    return ReadOptions.from_cli(**{k: kwargs.pop(k) for k in READ_OPTION_NAMES})
+
+

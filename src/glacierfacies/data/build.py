@@ -91,6 +91,7 @@ def build_patchset(
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = True,
+    read_options: Any = None,
 ) -> PatchSet:
     """Sample S×S patches of the feature stack at every labelled point.
 
@@ -99,7 +100,7 @@ def build_patchset(
     pixels are skipped with a warning, and counted in `provenance["summary"]`. Labels whose
     scene is not given, or that lie outside their scene, raise InputError. With `out_dir`
     the patches are written straight to disk (never all in RAM) and the set is returned
-    memory-mapped.
+    memory-mapped. `read_options` (`scenes.options.ReadOptions`) says how scenes are read.
     """
     from rasterio.transform import rowcol
     from tqdm import tqdm
@@ -148,7 +149,7 @@ def build_patchset(
         dates = np.full(n, "", dtype=object)
         per_scene: dict[str, dict[str, int]] = {}
         for sid in tqdm(sorted(set(scene_ids)), desc="sampling scenes", unit="scene"):
-            sc = read_scene(scenes[sid])
+            sc = read_scene(scenes[sid], options=read_options)
             stack = build_feature_stack(sc, dem_path, outlines_path)
             feats = np.asarray(stack.features)[fidx]
             rows_i = np.flatnonzero(scene_ids == sid)
@@ -200,6 +201,7 @@ def build_patchset(
             "source": "scenes", "labels": str(labels_path), "dem": str(dem_path),
             "outlines": str(outlines_path), "scenes": {k: str(v) for k, v in scenes.items()},
             "features": list(feature_names), "summary": summary,
+            "read_options": None if read_options is None else read_options.to_dict(),
             "edge_rule": "points whose window crosses the scene edge or holds non-finite "
                          "values are skipped",
         }

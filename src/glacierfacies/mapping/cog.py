@@ -117,8 +117,11 @@ def write_outputs(
     confidence_dtype: str = "uint8",
     overwrite: bool = False,
     tags: dict[str, str] | None = None,
+    qa: np.ndarray | None = None,
+    qa_out: PathLike | None = None,
 ) -> list[Path]:
-    """Write the class COG, its .qml and the optional confidence COG, atomically.
+    """Write the class COG, its .qml, the optional confidence COG and the optional QA COG
+    (uint8 bits of the product's own masks, see `scenes.masks`), atomically.
 
     All files are written to temporaries first; the class map is renamed last, so its
     presence means every output of the scene is complete.
@@ -127,6 +130,10 @@ def write_outputs(
     targets = [out, out.with_suffix(".qml")]
     if confidence_out is not None:
         targets.append(Path(confidence_out))
+    if (qa is None) != (qa_out is None):
+        raise ValueError("give both qa and qa_out, or neither")
+    if qa_out is not None:
+        targets.append(Path(qa_out))
     for t in targets:
         if not t.parent.is_dir():
             raise InputError(t.parent, "output folder does not exist")
@@ -146,6 +153,17 @@ def write_outputs(
                 + (", percent)" if confidence_dtype == "uint8" else ")"),
                 {"UNITS": "percent" if confidence_dtype == "uint8" else "probability",
                  "PRODUCER": "glacierfacies", **(tags or {})},
+            )
+        if qa_out is not None:
+            from glacierfacies.scenes.masks import QA_MASKED, QA_NODATA, QA_SATURATED
+
+            tmp_qa = stack.enter_context(atomic_output(qa_out, overwrite=overwrite))
+            _write_cog(
+                np.asarray(qa, np.uint8), tmp_qa, transform, crs, None, "nearest",
+                "product QA bits", {"PRODUCER": "glacierfacies", **(tags or {}),
+                                    "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
+                                               f"{QA_SATURATED}=saturated (kept), "
+                                               f"{QA_NODATA}=no valid reflectance"},
             )
         tmp_qml.write_text(qml_style())
         _write_cog(

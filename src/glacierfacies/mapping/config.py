@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from glacierfacies.errors import InputError
+from glacierfacies.scenes.options import ReadOptions
 
 __all__ = ["MapConfig", "PathLike", "check_device", "parse_buffer"]
 
@@ -54,7 +55,8 @@ class MapConfig:
 
     `buffer` is text ('50m', '0.1km') or metres. `block_size` None maps scenes up to
     BLOCK_THRESHOLD_PX pixels whole and larger ones by blocks; 0 forces whole-scene
-    mapping and N > 0 blocks of N pixels. Results do not depend on `tile_size`.
+    mapping and N > 0 blocks of N pixels. Results do not depend on `tile_size`. `read` says
+    how scenes are read (band map, DN coding, product masks: `scenes.options.ReadOptions`).
     """
 
     buffer: str | float = 0.0
@@ -64,6 +66,7 @@ class MapConfig:
     precision: str = "fp32"
     confidence_dtype: str = "uint8"
     block_size: int | None = None
+    read: ReadOptions = field(default_factory=ReadOptions)
 
     @property
     def buffer_m(self) -> float:

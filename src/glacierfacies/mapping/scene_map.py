@@ -110,7 +110,7 @@ def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
 def _predict_blocks(
     members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
     mask: np.ndarray, block_size: int, tile_size: int, device: str, precision: str,
-    progress: bool,
+    progress: bool, read: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Dense prediction block by block: each block (+ halo + context) read as a window grid.
 
@@ -123,8 +123,9 @@ def _predict_blocks(
 
     from glacierfacies.mapping.inference import dense_predict
     from glacierfacies.scenes.grid import Grid
+    from glacierfacies.scenes.masks import QA_NODATA
     from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.stack import build_feature_stack
+    from glacierfacies.stack import build_feature_stack, scene_notes
 
     height, width = grid.shape
     margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
@@ -133,7 +134,7 @@ def _predict_blocks(
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
     todo = [(r, c) for r, c in blocks if mask[r : r + block_size, c : c + block_size].any()]
     info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
-            "scene_id": None, "sensor": "", "acquired": ""}
+            "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "qa": None}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -144,14 +145,14 @@ def _predict_blocks(
         bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - margin, r0 - margin),
                         bh + 2 * margin, bw + 2 * margin)
         try:
-            block_scene = read_scene(scene, grid=bgrid)
+            block_scene = read_scene(scene, grid=bgrid, options=read)
         except InputError as exc:
             if "no valid pixel" in exc.problem:
                 continue
             raise
         stack = build_feature_stack(block_scene, dem, outlines)
         info.update(scene_id=block_scene.scene_id, sensor=block_scene.sensor,
-                    acquired=block_scene.acquired)
+                    acquired=block_scene.acquired, notes=scene_notes(block_scene))
         bmask = np.zeros(bgrid.shape, bool)
         rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
         re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
@@ -160,6 +161,10 @@ def _predict_blocks(
         pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
                              device=device, precision=precision)
         core = (slice(margin, margin + bh), slice(margin, margin + bw))
+        if block_scene.qa is not None:
+            if info["qa"] is None:
+                info["qa"] = np.full((height, width), QA_NODATA, np.uint8)
+            info["qa"][r0 : r0 + bh, c0 : c0 + bw] = block_scene.qa[core]
         classes[r0 : r0 + bh, c0 : c0 + bw] = pred.classes[core]
         confidence[r0 : r0 + bh, c0 : c0 + bw] = pred.confidence[core]
         info["blocks_run"] += 1
@@ -188,11 +193,14 @@ def map_scene(
 ) -> MapResult:
     """Map one scene to a facies COG (+ confidence COG, + .qml); options in `MapConfig`.
 
-    `members` (loaded ensemble members) saves reloading the models for every scene.
+    Pixels the product's own mask removes are nodata (255). When the product has mask files,
+    their QA band (`scenes.masks.QA_*` bits) is written beside the map as `<out stem>_qa.tif`;
+    the tags PRODUCT_MASK and SATURATION say which masks were used. `members` (loaded
+    ensemble members) saves reloading the models for every scene.
     """
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.smoothing import mode_filter
-    from glacierfacies.stack import build_feature_stack
+    from glacierfacies.stack import build_feature_stack, scene_notes
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -219,14 +227,14 @@ def map_scene(
             raise InputError(outlines, "no glacier outline overlaps the scene")
         classes, conf, info = _predict_blocks(
             members, scene, dem, outlines, grid, mask, block_size, tile_size, device,
-            precision, progress,
+            precision, progress, cfg.read,
         )
         del mask
         transform, crs = grid.transform, grid.crs
-        ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired")}
+        ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes", "qa")}
         tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
     else:
-        sc = read_scene(scene)
+        sc = read_scene(scene, options=cfg.read)
         stack = build_feature_stack(sc, dem, outlines)
         pred = predict_stack(
             members, stack, buffer_m, tile_size, device, precision, progress=progress,
@@ -234,7 +242,8 @@ def map_scene(
         )
         classes, conf = pred.classes, pred.confidence
         transform, crs = stack.transform, stack.crs
-        ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired}
+        ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
+                 "notes": scene_notes(sc), "qa": sc.qa}
         tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
         del stack, sc, pred
     if smoothing:
@@ -247,9 +256,14 @@ def map_scene(
         "MODELS": ",".join(Path(m).name for m in models),
         "SMOOTHING": "mode3x3" if smoothing else "none",
         "BUFFER_M": f"{buffer_m:g}",
+        **{k.upper(): v for k, v in ident["notes"].items()},
     }
+    qa = ident["qa"]
+    if qa is not None:
+        meta["QA"] = qa_path(out).name
     outputs = write_outputs(
         classes, transform, crs, out, conf, confidence_out, cfg.confidence_dtype, overwrite, meta,
+        qa=qa, qa_out=None if qa is None else qa_path(out),
     )
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],
@@ -260,13 +274,24 @@ def map_scene(
     )
 
 
+def qa_path(out: PathLike) -> Path:
+    """Where the QA band of a map goes: <map stem>_qa.tif beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + "_qa.tif")
+
+
 def scene_stem(scene: PathLike) -> str:
-    """Output name stem of a scene path: the folder/file name without .SAFE/.tif suffixes."""
+    """Output name stem of a scene path: the folder/file name without .SAFE/.tif/.zip/.tar
+    suffixes (an HLS band file gives its granule's name)."""
+    import re
+
     name = Path(scene).name
-    for suffix in (".SAFE", ".safe", ".tif", ".tiff", ".TIF", ".vrt", ".zip"):
+    for suffix in (".zip", ".ZIP", ".gz", ".tgz", ".tar", ".TAR", ".SAFE", ".safe", ".tif",
+                   ".tiff", ".TIF", ".vrt"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    return name
+    m = re.match(r"^(HLS\.[A-Z]\d{2}\..+\.v\d+\.\d+)\.\w+$", name)
+    return m.group(1) if m else name
 
 
 def output_paths(scene: PathLike, out_dir: PathLike, confidence: bool) -> tuple[Path, Path | None]:

@@ -30,6 +30,12 @@ __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_produc
 CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
 
 
+#: What each row says of the product's own masks: the mask the map was made with (its
+#: PRODUCT_MASK tag), and the glacier fractions its QA band flags as masked (cloud, cloud
+#: shadow: nodata in the map, so unobserved) and as saturated (kept); NaN without a QA band.
+QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction")
+
+
 _DATE_RES = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?:T\d{6})?(?!\d)"),
@@ -87,6 +93,36 @@ def _find_confidence(map_path: Path, ds: rasterio.DatasetReader) -> Path | int |
     return None
 
 
+def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
+    """The QA band of a map: the file its QA tag names, beside it (None without one)."""
+    name = ds.tags().get("QA")
+    if not name:
+        return None
+    qa = map_path.parent / Path(name).name
+    if not qa.is_file():
+        warnings.warn(f"{qa}: QA band named by {map_path.name} not found; its masked and "
+                      "saturated fractions are NaN", stacklevel=2)
+        return None
+    return qa
+
+
+def _qa_fractions(qa_ds, wt, crs, shape, mask, product_mask: str) -> dict:
+    """The QA_COLUMNS of one glacier: the mask used, the masked and saturated fractions."""
+    from glacierfacies.scenes.masks import QA_MASKED, QA_SATURATED
+
+    out = {"product_mask": product_mask or "none", "masked_fraction": float("nan"),
+           "saturated_fraction": float("nan")}
+    if qa_ds is None or not mask.any():
+        return out
+    qa = np.zeros(shape, dtype=np.uint8)
+    reproject(rasterio.band(qa_ds, 1), qa, dst_transform=wt, dst_crs=crs,
+              resampling=Resampling.nearest)
+    n = int(mask.sum())
+    out["masked_fraction"] = float(((qa & QA_MASKED) > 0)[mask].sum() / n)
+    out["saturated_fraction"] = float(((qa & QA_SATURATED) > 0)[mask].sum() / n)
+    return out
+
+
 # ---------------------------------------------------------------- products
 def _read_window(ds: rasterio.DatasetReader, band: int, window: Window, fill: float) -> np.ndarray:
     return ds.read(band, window=window, boundless=True, fill_value=fill)
@@ -133,7 +169,7 @@ def compute_products(
         if dem_ds is not None:
             dem_ds.close()
     columns = ["glacier", *[c for c in CARRY_COLUMNS if c in gdf.columns and c != col],
-               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS]
+               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *QA_COLUMNS]
     table = pd.DataFrame(rows, columns=[*columns, "_row"])
     geometry = gdf.geometry.iloc[table["_row"].to_numpy()].to_numpy() if len(table) else []
     return gpd.GeoDataFrame(table.drop(columns="_row"), geometry=list(geometry), crs=gdf.crs)
@@ -152,8 +188,11 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
         if ds.dtypes[0] != "uint8":
             raise InputError(map_path, f"facies map must be uint8 class codes, got {ds.dtypes[0]}")
         meta = scene_metadata(map_path, ds.tags(), scene_override)
+        product_mask = ds.tags().get("PRODUCT_MASK", "")
+        qa_src = _find_qa(map_path, ds)
         conf_src = Path(conf_arg) if conf_arg else _find_confidence(map_path, ds)
         conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
+        qa_ds = rasterio.open(qa_src) if qa_src is not None else None
         prob_ds = rasterio.open(prob_arg) if prob_arg else None
         if prob_ds is not None and prob_ds.count != N_CLASSES:
             raise InputError(prob_arg, f"class probabilities need {N_CLASSES} bands, "
@@ -199,6 +238,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                     reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
                               dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
                 values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config)
+                values.update(_qa_fractions(qa_ds, wt, ds.crs, shape, mask, product_mask))
                 row = {"glacier": str(gdf[col].iloc[j]), **meta, **values, "_row": j}
                 for c in CARRY_COLUMNS:
                     if c in gdf.columns and c != col:
@@ -206,10 +246,9 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 rows.append(row)
             return rows
         finally:
-            if conf_ds is not None:
-                conf_ds.close()
-            if prob_ds is not None:
-                prob_ds.close()
+            for extra in (conf_ds, prob_ds, qa_ds):
+                if extra is not None:
+                    extra.close()
 
 
 def write_products(table: gpd.GeoDataFrame, dest: str | Path, config: mb.ProductConfig,

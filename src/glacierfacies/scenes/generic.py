@@ -6,8 +6,17 @@ from pathlib import Path
 
 from glacierfacies.errors import InputError
 from glacierfacies.features import OPTICAL_BANDS
-from glacierfacies.scenes.base import Scene, _assemble, _parse_time, _sun_from_time, _time_from_name
-from glacierfacies.scenes.grid import Grid, _open_raster
+from glacierfacies.scenes.base import (
+    Scene,
+    _assemble,
+    _assume_time,
+    _name_has_time,
+    _parse_time,
+    _sun_from_time,
+    _time_from_name,
+)
+from glacierfacies.scenes.grid import Grid, _grid_of_files, _open_raster
+from glacierfacies.scenes.options import ReadOptions
 from glacierfacies.scenes.spec import SensorSpec
 
 
@@ -67,15 +76,15 @@ def _is_stack(path: Path) -> bool:
         return False
 
 
-def _read_generic(path: Path, grid: Grid | None, band_map, scale, offset) -> Scene:
+def _read_generic(path: Path, grid: Grid | None, options: ReadOptions | None = None) -> Scene:
+    options = options or ReadOptions()
     with _open_raster(path) as src:
         count, tags = src.count, src.tags()
-        nodata = src.nodata
     try:
-        spec = generic(band_map, scale, offset, count)
+        spec = generic(options.band_map, options.scale, options.offset, count)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    acquired = None
+    acquired, time_note = None, None
     for key in ("ACQUISITION_TIME", "ACQUIRED", "acquired", "DATE_ACQUIRED"):
         if key in tags:
             try:
@@ -83,19 +92,33 @@ def _read_generic(path: Path, grid: Grid | None, band_map, scale, offset) -> Sce
                 break
             except ValueError:
                 raise InputError(path, f"bad {key} tag {tags[key]!r}") from None
-    acquired = acquired or _time_from_name(path.name)
+    files = [(path, int(spec.bands[b])) for b in OPTICAL_BANDS]
+    has_sun = "SUN_AZIMUTH" in tags and "SUN_ELEVATION" in tags
+    if acquired is None and (acquired := _time_from_name(path.name)) is not None:
+        if not _name_has_time(path.name) and not has_sun:
+            acquired, time_note = _assume_time(acquired.date(), _grid_of_files(files),
+                                               10.5, path)
     if acquired is None:
         raise InputError(
             path,
             "no acquisition time (tag ACQUISITION_TIME or a YYYYMMDD in the "
             "file name) to place the sun",
         )
-    files = [(path, int(spec.bands[b])) for b in OPTICAL_BANDS]
-    refl, valid, grid = _assemble(files, spec, grid, [None] * 6, [nodata] * 6)
-    if "SUN_AZIMUTH" in tags and "SUN_ELEVATION" in tags:
+    refl, valid, grid = _assemble(files, spec, grid, [None] * 6, [options.nodata] * 6)
+    if has_sun:
         sun_az, sun_el = float(tags["SUN_AZIMUTH"]), float(tags["SUN_ELEVATION"])
     else:
         sun_az, sun_el = _sun_from_time(acquired, grid)
+    meta = {
+        "band_map": {b: int(spec.bands[b]) for b in OPTICAL_BANDS},
+        "scale": spec.scale,
+        "offset": spec.offset,
+        "nodata": options.nodata,
+        "product_mask": "none (GeoTIFF stack)",
+        "sun_angles": "tags" if has_sun else "computed",
+    }
+    if time_note:
+        meta["time_note"] = time_note
     return Scene(
         reflectance=refl,
         valid=valid,
@@ -107,10 +130,5 @@ def _read_generic(path: Path, grid: Grid | None, band_map, scale, offset) -> Sce
         sun_azimuth_deg=sun_az,
         sun_elevation_deg=sun_el,
         source=path,
-        metadata={
-            "band_map": {b: int(spec.bands[b]) for b in OPTICAL_BANDS},
-            "scale": spec.scale,
-            "offset": spec.offset,
-        },
+        metadata=meta,
     )
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -52,17 +53,80 @@ class Grid:
         return cls(obj.crs, obj.transform, int(shape[-2]), int(shape[-1]))
 
 
+def _is_vsi(path: str | os.PathLike) -> bool:
+    return str(path).startswith("/vsi")
+
+
+def _display(path: str | os.PathLike) -> str:
+    """A raster path as users wrote it: '/vsizip//data/x.SAFE.zip/a.jp2' -> '/data/x.SAFE.zip/a.jp2'."""
+    text = str(path)
+    for prefix in ("/vsizip/", "/vsitar/", "/vsigzip/"):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
 def _open_raster(path: str | os.PathLike):
-    """rasterio.open with corrupt/unreadable files turned into a one-line InputError."""
+    """rasterio.open with corrupt/unreadable files turned into a one-line InputError.
+    GDAL virtual paths (/vsizip/, /vsitar/: a band inside an archive) are opened in place."""
     import rasterio
     from rasterio.errors import RasterioError
 
-    if not Path(path).exists():
+    if not _is_vsi(path) and not Path(path).exists():
         raise InputError(path, "file not found")
     try:
         return rasterio.open(path)
     except (RasterioError, OSError) as exc:
-        raise InputError(path, f"cannot read raster ({_first_line(exc)})") from None
+        raise InputError(_display(path), f"cannot read raster ({_first_line(exc)})") from None
+
+
+def canonical_crs(crs: Any) -> Any:
+    """`crs`, or the EPSG CRS it equals when it does not name one: a WKT such as HLS L30's
+    'UTM Zone 11, Northern Hemisphere' on an unnamed datum 'based upon the WGS 84 ellipsoid'
+    is EPSG:32611. Why: two spellings of one CRS must compare equal, or aligned reads turn
+    into resampling and tags name no EPSG code."""
+    from rasterio.crs import CRS
+
+    if crs is None:
+        return None
+    crs = CRS.from_user_input(crs)
+    if crs.to_epsg() is not None:
+        return crs
+    code = _equal_epsg(crs.to_wkt())
+    return crs if code is None else CRS.from_epsg(code)
+
+
+@functools.lru_cache(maxsize=64)
+def _equal_epsg(wkt: str) -> int | None:
+    """The EPSG code whose definition equals this WKT's (same projection and parameters; an
+    unnamed datum on the WGS 84 ellipsoid counts as WGS 84), else None."""
+    from rasterio.crs import CRS
+
+    crs = CRS.from_wkt(wkt)
+    try:
+        code = crs.to_epsg(confidence_threshold=20)
+    except Exception:  # noqa: BLE001 - PROJ cannot identify it
+        return None
+    if code is None:
+        return None
+
+    def params(c: Any) -> dict:
+        d = dict(c.to_dict())
+        if d.get("ellps") == "WGS84" and "datum" not in d and "towgs84" not in d:
+            d.pop("ellps")
+            d["datum"] = "WGS84"
+        return d
+
+    return code if params(crs) == params(CRS.from_epsg(code)) else None
+
+
+def same_crs(a: Any, b: Any) -> bool:
+    """True when `a` and `b` are one CRS, however spelt (see `canonical_crs`)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    return canonical_crs(a) == canonical_crs(b)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -77,7 +141,8 @@ def _read_band(src, index, path, window=None) -> np.ndarray:
     try:
         return src.read(index, window=window)
     except (RasterioError, OSError) as exc:
-        raise InputError(path, f"cannot read band {index} ({_first_line(exc)})") from None
+        raise InputError(_display(path), f"cannot read band {index} ({_first_line(exc)})"
+                         ) from None
 
 
 #: Source pixels read beyond the grid on each side (times the downsampling ratio), so that
@@ -97,7 +162,7 @@ def _source_window(src, grid: Grid):
     if t.b != 0 or t.d != 0:  # rotated source: no cheap window, read it all
         return full
     bounds = grid.bounds
-    if src.crs != grid.crs:
+    if not same_crs(src.crs, grid.crs):
         bounds = transform_bounds(grid.crs, src.crs, *bounds, densify_pts=21)
     w, s, e, n = bounds
     # downsampling widens GDAL's bilinear kernel by the size ratio
@@ -121,7 +186,7 @@ def _aligned_offset(src_transform, src_crs, grid: Grid) -> tuple[int, int] | Non
     """(row, col) of the grid's first pixel in the source array when both share pixel size
     and pixel edges (same CRS, integer pixel offset): then a slice is the exact answer."""
     t, g = src_transform, grid.transform
-    if src_crs != grid.crs or t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0:
+    if not same_crs(src_crs, grid.crs) or t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0:
         return None
     if abs(t.a - g.a) > 1e-9 * abs(g.a) or abs(t.e - g.e) > 1e-9 * abs(g.e):
         return None
@@ -145,10 +210,12 @@ def _paste(arr: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> 
     return out
 
 
-def _read_onto(src, indexes: list[int], path, grid: Grid, to_float) -> list[np.ndarray]:
+def _read_onto(src, indexes: list[int], path, grid: Grid, to_float, resampling=None
+               ) -> list[np.ndarray]:
     """Bands `indexes` of `src` as float32 (NaN = nodata, from `to_float(k, raw_band_k)`) on
     `grid`. Only the source window under the grid is read; an aligned grid is a slice,
-    any other grid is bilinear `reproject` from the window (same values as from the file)."""
+    any other grid is `reproject` from the window (same values as from the file), bilinear
+    unless `resampling` says otherwise (nearest for class codes and bit masks)."""
     win = _source_window(src, grid)
     if win is None:
         return [np.full(grid.shape, np.nan, dtype=np.float32) for _ in indexes]
@@ -160,7 +227,7 @@ def _read_onto(src, indexes: list[int], path, grid: Grid, to_float) -> list[np.n
         if offset is not None:
             out.append(_paste(arr, offset, grid.shape))
         else:
-            out.append(_warp_to(arr, wt, src.crs, grid))
+            out.append(_warp_to(arr, wt, src.crs, grid, resampling))
         del arr
     return out
 
@@ -170,6 +237,8 @@ def _warp_to(arr: np.ndarray, src_transform, src_crs, grid: Grid, resampling=Non
     from rasterio.warp import Resampling, reproject
 
     dst = np.full(grid.shape, np.nan, dtype=np.float32)
+    if same_crs(src_crs, grid.crs):
+        src_crs = grid.crs  # one CRS spelt twice: no datum shift, not even a ballpark one
     reproject(
         source=arr.astype(np.float32, copy=False),
         destination=dst,
@@ -207,10 +276,11 @@ def _default_grid(path, src) -> Grid:
             "scene is in a geographic CRS; reproject it to a projected (metre) CRS or pass a grid",
         )
     t = src.transform
+    crs = canonical_crs(src.crs)
     if t.b == 0 and t.d == 0 and abs(t.a) == TARGET_RES_M and t.e == -TARGET_RES_M:
-        return Grid(src.crs, t, src.height, src.width)
+        return Grid(crs, t, src.height, src.width)
     b = src.bounds
-    return _tap_grid(src.crs, (b.left, b.bottom, b.right, b.top))
+    return _tap_grid(crs, (b.left, b.bottom, b.right, b.top))
 
 
 def _grid_of_files(files: list[tuple[Path, int]]) -> Grid:

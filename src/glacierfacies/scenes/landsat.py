@@ -1,4 +1,5 @@
-"""Landsat Collection 2 Level-2 products: MTL metadata, SR band files, scale and offset."""
+"""Landsat Collection 2 Level-2 products (folder, MTL or .tar): MTL metadata, SR band files,
+scale and offset, QA_PIXEL / QA_RADSAT."""
 
 from __future__ import annotations
 
@@ -7,8 +8,25 @@ from pathlib import Path
 
 from glacierfacies.errors import InputError
 from glacierfacies.features import OPTICAL_BANDS
-from glacierfacies.scenes.base import Scene, _assemble, _parse_time, _sun_from_time
+from glacierfacies.scenes.archive import ProductFiles, open_product
+from glacierfacies.scenes.base import (
+    Scene,
+    _assemble,
+    _finish,
+    _parse_time,
+    _sun_from_time,
+    _warn_stack_options,
+)
 from glacierfacies.scenes.grid import Grid, _first_line
+from glacierfacies.scenes.masks import (
+    MASK_OFF,
+    MASK_TEXT,
+    SATURATION_TEXT,
+    no_mask_file,
+    qa_pixel_flags,
+    qa_radsat_flags,
+)
+from glacierfacies.scenes.options import ReadOptions
 from glacierfacies.scenes.sentinel2 import _local, _parse_xml
 from glacierfacies.scenes.spec import LANDSAT_C2_OFFSET, LANDSAT_C2_SCALE, SensorSpec
 
@@ -43,29 +61,64 @@ def landsat_mission(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+_MTL_RE = re.compile(r"_MTL\.(txt|xml)$", re.I)
+
+
 def _find_mtl(p: Path) -> Path | None:
-    if p.is_file() and re.search(r"_MTL\.(txt|xml)$", p.name, re.I):
+    """The MTL file of a Landsat product folder (or `p` itself when it is one)."""
+    if p.is_file() and _MTL_RE.search(p.name):
         return p
     if p.is_dir():
-        cands = sorted(q for q in p.iterdir() if re.search(r"_MTL\.(txt|xml)$", q.name, re.I))
+        cands = sorted(q for q in p.iterdir() if _MTL_RE.search(q.name))
         txt = [q for q in cands if q.suffix.lower() == ".txt"]
         return (txt or cands or [None])[0]
     return None
 
 
-def _parse_mtl(path: Path) -> dict[str, dict[str, str]]:
-    """Landsat MTL (txt `GROUP = ...` / `KEY = VALUE` or the XML form) -> {group: {key: value}}."""
+def _is_landsat_tar(p: Path) -> bool:
+    """A Landsat product as downloaded: a .tar (or .tar.gz) holding an _MTL file."""
+    if not (p.is_file() and p.name.lower().endswith((".tar", ".tar.gz", ".tgz"))):
+        return False
+    import tarfile
+
+    try:
+        with tarfile.open(p) as tf:
+            return any(_MTL_RE.search(n) for n in tf.getnames())
+    except (OSError, tarfile.TarError):
+        return False
+
+
+def _landsat_source(p: Path) -> tuple[ProductFiles, str] | None:
+    """(the product's files, the MTL's name among them) of a Landsat folder, MTL or .tar;
+    None when `p` is none of these."""
+    if p.is_file() and p.name.lower().endswith((".tar", ".tar.gz", ".tgz")):
+        tree = open_product(p)
+        cands = sorted((n for n in tree.names if _MTL_RE.search(n)),
+                       key=lambda n: (n.count("/"), not n.lower().endswith(".txt"), n))
+        if not cands:
+            raise InputError(p, "archive holds no Landsat _MTL.txt/.xml (not a Landsat product)")
+        return tree, cands[0]
+    mtl = _find_mtl(p)
+    if mtl is None:
+        return None
+    return open_product(mtl.parent, recursive=False), mtl.name
+
+
+def _parse_mtl(path: Path, text: str | None = None) -> dict[str, dict[str, str]]:
+    """Landsat MTL (txt `GROUP = ...` / `KEY = VALUE` or the XML form) -> {group: {key: value}}.
+    `text` is the MTL's content when it comes from an archive (`path` then names it)."""
     groups: dict[str, dict[str, str]] = {}
     try:
         if path.suffix.lower() == ".xml":
-            root = _parse_xml(path)
+            root = _parse_xml(path, text)
             for grp in root:
                 groups[_local(grp.tag)] = {
                     _local(el.tag): (el.text or "").strip() for el in grp if len(el) == 0
                 }
             return groups
         stack: list[str] = []
-        for line in path.read_text(errors="replace").splitlines():
+        body = path.read_text(errors="replace") if text is None else text
+        for line in body.splitlines():
             if "=" not in line:
                 continue
             k, v = (s.strip() for s in line.split("=", 1))
@@ -90,40 +143,53 @@ def _mtl_get(groups: dict[str, dict[str, str]], key: str, prefer: str | None = N
     return None
 
 
-def _landsat_product(mtl: Path) -> tuple[dict, str, str, SensorSpec]:
-    """(MTL groups, file prefix, product id, sensor spec) of a Landsat C2 L2 product."""
-    groups = _parse_mtl(mtl)
+def _landsat_product(tree: ProductFiles, mtl: str) -> tuple[dict, str, str, SensorSpec, int]:
+    """(MTL groups, file prefix, product id, sensor spec, mission) of a Landsat C2 L2 product."""
+    display = tree.display(mtl)
+    groups = _parse_mtl(display, tree.read_text(mtl))
     if not groups:
-        raise InputError(mtl, "empty or unreadable MTL")
-    prefix = re.sub(r"_MTL\.(txt|xml)$", "", mtl.name, flags=re.I)
+        raise InputError(display, "empty or unreadable MTL")
+    prefix = _MTL_RE.sub("", mtl.rsplit("/", 1)[-1])
     product_id = _mtl_get(groups, "LANDSAT_PRODUCT_ID") or prefix
     mission = landsat_mission(product_id) or landsat_mission(
         _mtl_get(groups, "SPACECRAFT_ID") or ""
     )
     if mission is None:
-        raise InputError(mtl, "cannot tell the Landsat mission (LANDSAT_PRODUCT_ID/SPACECRAFT_ID)")
-    return groups, prefix, product_id, landsat(mission)
+        raise InputError(display, "cannot tell the Landsat mission (LANDSAT_PRODUCT_ID/SPACECRAFT_ID)")
+    return groups, prefix, product_id, landsat(mission), mission
 
 
-def _landsat_files(mtl: Path, prefix: str, spec: SensorSpec) -> list[tuple[Path, int]]:
-    """(file, band 1) of the six optical SR bands beside the MTL."""
+def _product_file(tree: ProductFiles, mtl: str, prefix: str, name: str) -> str | None:
+    """The product's `<prefix>_<name>.TIF` (any case), beside the MTL."""
+    folder = mtl.rsplit("/", 1)[0] + "/" if "/" in mtl else ""
+    want = f"{folder}{prefix}_{name}".upper()
+    for n in tree.names:
+        stem, _, ext = n.rpartition(".")
+        if stem.upper() == want and ext.lower() in ("tif", "tiff"):
+            return n
+    return None
+
+
+def _landsat_files(tree: ProductFiles, mtl: str, prefix: str, spec: SensorSpec
+                   ) -> list[tuple[str, int]]:
+    """(raster path, band 1) of the six optical SR bands beside the MTL."""
     files = []
     for b in OPTICAL_BANDS:
         name = spec.bands[b]
-        cands = [
-            q
-            for q in mtl.parent.iterdir()
-            if q.stem.upper() == f"{prefix}_{name}".upper()
-            and q.suffix.lower() in (".tif", ".tiff")
-        ]
-        if not cands:
-            raise InputError(mtl.parent / f"{prefix}_{name}.TIF", "missing band file")
-        files.append((cands[0], 1))
+        found = _product_file(tree, mtl, prefix, name)
+        if found is None:
+            folder = tree.display(mtl).parent
+            raise InputError(folder / f"{prefix}_{name}.TIF", "missing band file")
+        files.append((tree.raster(found), 1))
     return files
 
 
-def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
-    groups, prefix, product_id, spec = _landsat_product(mtl)
+def _read_landsat(source: tuple[ProductFiles, str], grid: Grid | None,
+                  options: ReadOptions | None = None) -> Scene:
+    options = options or ReadOptions()
+    tree, mtl = source
+    display = tree.display(mtl)
+    groups, prefix, product_id, spec, mission = _landsat_product(tree, mtl)
     # Level-2 SR coefficients from the MTL when given (not the Level-1 TOA ones).
     l2 = "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"
     mults, adds = [], []
@@ -134,8 +200,8 @@ def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
         mults.append(float(mult) if mult else None)
         adds.append(float(add) if add else None)
     if any(m is not None and abs(m - spec.scale) > 1e-12 for m in mults):
-        raise InputError(mtl, f"unexpected SR scale {mults} (Collection-2 L2 uses 2.75e-05)")
-    files = _landsat_files(mtl, prefix, spec)
+        raise InputError(display, f"unexpected SR scale {mults} (Collection-2 L2 uses 2.75e-05)")
+    files = _landsat_files(tree, mtl, prefix, spec)
     date = _mtl_get(groups, "DATE_ACQUIRED")
     ctime = _mtl_get(groups, "SCENE_CENTER_TIME")
     acquired = None
@@ -144,18 +210,34 @@ def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
             acquired = _parse_time(f"{date}T{ctime or '00:00:00'}")
         except ValueError:
             raise InputError(
-                mtl, f"bad DATE_ACQUIRED/SCENE_CENTER_TIME {date!r} {ctime!r}"
+                display, f"bad DATE_ACQUIRED/SCENE_CENTER_TIME {date!r} {ctime!r}"
             ) from None
     az, el = _mtl_get(groups, "SUN_AZIMUTH"), _mtl_get(groups, "SUN_ELEVATION")
     if (az is None or el is None) and (acquired is None or ctime is None):
         raise InputError(
-            mtl,
+            display,
             "no sun angles (SUN_AZIMUTH/SUN_ELEVATION) and no acquisition "
             "time (DATE_ACQUIRED + SCENE_CENTER_TIME) to compute them",
         )
     if acquired is None:
-        raise InputError(mtl, "no acquisition date (DATE_ACQUIRED)")
+        raise InputError(display, "no acquisition date (DATE_ACQUIRED)")
+    _warn_stack_options(options, tree.path, "Landsat")
     refl, valid, grid = _assemble(files, spec, grid, adds)
+    masks, mask_note, saturation = [], MASK_OFF, "none"
+    if options.product_mask:
+        qa_pixel = _product_file(tree, mtl, prefix, "QA_PIXEL")
+        radsat = _product_file(tree, mtl, prefix, "QA_RADSAT")
+        if qa_pixel is not None:
+            masks.append((tree.raster(qa_pixel), tree.display(qa_pixel),
+                          lambda raw: (qa_pixel_flags(raw), None)))
+            mask_note = MASK_TEXT["QA_PIXEL"]
+        else:
+            mask_note = no_mask_file("QA_PIXEL")
+        if radsat is not None:
+            masks.append((tree.raster(radsat), tree.display(radsat),
+                          lambda raw: (None, qa_radsat_flags(raw, mission))))
+            saturation = SATURATION_TEXT["QA_RADSAT"]
+    refl, valid, qa = _finish(refl, valid, masks, grid, options, files[0][0])
     if az is None or el is None:
         sun_az, sun_el = _sun_from_time(acquired, grid)
     else:
@@ -170,11 +252,13 @@ def _read_landsat(mtl: Path, grid: Grid | None) -> Scene:
         acquired=acquired,
         sun_azimuth_deg=sun_az,
         sun_elevation_deg=sun_el,
-        source=mtl.parent,
+        source=tree.path if tree.kind != "dir" else display.parent,
         metadata={
-            "mtl": str(mtl),
-            "band_files": [str(f) for f, _ in files],
+            "mtl": str(display),
+            "band_files": [f for f, _ in files],
             "sun_angles": "computed" if az is None else "MTL",
+            "product_mask": mask_note,
+            "saturation": saturation,
         },
+        qa=qa,
     )
-

@@ -4,42 +4,63 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from glacierfacies.errors import InputError
-from glacierfacies.scenes.base import Scene
+from glacierfacies.scenes.base import Scene, check_plausible
 from glacierfacies.scenes.generic import _is_stack, _read_generic
 from glacierfacies.scenes.grid import Grid, _grid_of_files, _open_raster
+from glacierfacies.scenes.hls import _hls_files, _read_hls, find_granules, is_hls
 from glacierfacies.scenes.landsat import (
     _find_mtl,
+    _is_landsat_tar,
     _landsat_files,
     _landsat_product,
+    _landsat_source,
     _mtl_get,
     _parse_mtl,
     _read_landsat,
 )
+from glacierfacies.scenes.options import ReadOptions
 from glacierfacies.scenes.sentinel2 import (
     _is_s2_band_folder,
     _is_safe,
     _read_s2,
     _s2_files,
+    _s2_tree,
     sentinel2,
 )
 
+_TAR = (".tar", ".tar.gz", ".tgz")
+
+_NOT_A_SCENE = ("not a recognised scene (.SAFE or .SAFE.zip, S2 band folder, Landsat folder, "
+                "_MTL.txt/.xml or .tar, HLS granule, or GeoTIFF)")
+
 
 def find_scenes(directory: str | os.PathLike) -> list[Path]:
-    """Scenes under `directory` (sorted): Sentinel-2 `.SAFE` folders, folders of S2 band files,
-    Landsat folders (with an `_MTL.txt`/`.xml`), and GeoTIFF stacks of >= 6 bands."""
+    """Scenes under `directory` (sorted): Sentinel-2 `.SAFE` folders and `.SAFE.zip` files,
+    folders of S2 band files, Landsat folders (with an `_MTL.txt`/`.xml`) and `.tar` files,
+    HLS granules (a folder of one granule, else one band file per granule), and GeoTIFF
+    stacks of >= 6 bands."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError(root, "scene folder not found")
     found: list[Path] = []
 
     def walk(d: Path) -> None:
-        if _is_safe(d) or _find_mtl(d) is not None or _is_s2_band_folder(d):
+        if _is_safe(d) or _find_mtl(d) is not None:
+            found.append(d)
+            return
+        if is_hls(d):
+            granules = find_granules(d)
+            if len(granules) == 1:
+                found.append(d)
+            else:
+                found.extend(min(g.files.values()) for g in granules)
+            return
+        if _is_s2_band_folder(d):
             found.append(d)
             return
         for q in sorted(d.iterdir()):
@@ -47,9 +68,15 @@ def find_scenes(directory: str | os.PathLike) -> list[Path]:
                 walk(q)
             elif q.suffix.lower() in (".tif", ".tiff") and _is_stack(q):
                 found.append(q)
+            elif _is_safe(q) or _is_landsat_tar(q):
+                found.append(q)
 
     walk(root)
     return sorted(found)
+
+
+def _is_tar(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(_TAR)
 
 
 def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -83,30 +110,44 @@ def read_scene(
     band_map: dict[str, int] | None = None,
     scale: float | None = None,
     offset: float | None = None,
+    options: ReadOptions | None = None,
 ) -> Scene:
-    """Read one scene (S2 .SAFE / S2 band folder / Landsat C2 L2 folder or MTL / GeoTIFF
-    stack) to 6-band float32 surface reflectance on a 10 m grid (or `grid`: a Grid, Scene,
-    FeatureStack or raster path). `band_map`/`scale`/`offset` are for plain GeoTIFFs."""
+    """Read one scene (S2 .SAFE / .SAFE.zip / band folder, Landsat C2 L2 folder / MTL / .tar,
+    HLS v2.0 granule, GeoTIFF stack) to 6-band float32 surface reflectance on a 10 m grid (or
+    `grid`: a Grid, Scene, FeatureStack or raster path), with the product's own masks applied.
+
+    `options` (a `ReadOptions`) says how; `band_map`/`scale`/`offset` are shorthands for its
+    GeoTIFF-stack fields. Input whose median blue/green/red reflectance is implausible is
+    refused with a one-line InputError naming the file (see `check_plausible`).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(p, "scene not found")
+    opts = options or ReadOptions()
+    if band_map is not None or scale is not None or offset is not None:
+        import dataclasses
+
+        opts = dataclasses.replace(
+            opts, band_map=band_map if band_map is not None else opts.band_map,
+            scale=scale if scale is not None else opts.scale,
+            offset=offset if offset is not None else opts.offset)
     target = None if grid is None else Grid.of(grid)
     if _is_safe(p):
-        scene = _read_s2(p, target, safe=True)
-    elif (mtl := _find_mtl(p)) is not None:
-        scene = _read_landsat(mtl, target)
+        scene = _read_s2(p, target, safe=True, options=opts)
+    elif _is_tar(p) or _find_mtl(p) is not None:
+        scene = _read_landsat(_landsat_source(p), target, opts)
+    elif is_hls(p):
+        scene = _read_hls(p, target, opts)
     elif p.is_dir() and _is_s2_band_folder(p):
-        scene = _read_s2(p, target, safe=False)
+        scene = _read_s2(p, target, safe=False, options=opts)
     elif p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
-        scene = _read_generic(p, target, band_map, scale, offset)
+        scene = _read_generic(p, target, opts)
     else:
-        raise InputError(
-            p,
-            "not a recognised scene (.SAFE, S2 band folder, Landsat folder "
-            "with _MTL.txt/.xml, or GeoTIFF)",
-        )
+        raise InputError(p, _NOT_A_SCENE)
     if not scene.valid.any():
-        raise InputError(p, "scene has no valid pixel (all nodata or saturated on the grid)")
+        raise InputError(p, "scene has no valid pixel (all nodata, saturated or masked on the "
+                            "grid)")
+    check_plausible(scene.reflectance, scene.valid, p)
     return scene
 
 
@@ -116,36 +157,45 @@ def scene_grid(path: str | os.PathLike) -> Grid:
     p = Path(path)
     if not p.exists():
         raise InputError(p, "scene not found")
-    if _is_safe(p) or (p.is_dir() and _find_mtl(p) is None and _is_s2_band_folder(p)):
-        files = _s2_files(p, sentinel2(), safe=_is_safe(p))
-    elif (mtl := _find_mtl(p)) is not None:
-        _, prefix, _, spec = _landsat_product(mtl)
-        files = _landsat_files(mtl, prefix, spec)
+    if _is_safe(p):
+        files = _s2_files(_s2_tree(p), sentinel2(), safe=True)
+    elif _is_tar(p) or _find_mtl(p) is not None:
+        tree, mtl = _landsat_source(p)
+        _, prefix, _, spec, _ = _landsat_product(tree, mtl)
+        files = _landsat_files(tree, mtl, prefix, spec)
+    elif is_hls(p):
+        files = _hls_files(p)
+    elif p.is_dir() and _is_s2_band_folder(p):
+        files = _s2_files(_s2_tree(p), sentinel2(), safe=False)
     elif p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
         files = [(p, 1)]
     else:
-        raise InputError(
-            p,
-            "not a recognised scene (.SAFE, S2 band folder, Landsat folder "
-            "with _MTL.txt/.xml, or GeoTIFF)",
-        )
+        raise InputError(p, _NOT_A_SCENE)
     return _grid_of_files(files)
 
 
 def scene_ids(paths: Iterable[str | os.PathLike]) -> list[str]:
     """The scene_id each path would get from read_scene, without reading pixels."""
+    import re
+
+    from glacierfacies.scenes.hls import _granule
+
     out = []
     for p in map(Path, paths):
-        if _is_safe(p) or _is_s2_band_folder(p):
-            out.append(p.name[:-5] if p.name.upper().endswith(".SAFE") else p.name)
-        elif (mtl := _find_mtl(p)) is not None:
-            groups = _parse_mtl(mtl)
+        if _is_safe(p) or (p.is_dir() and not is_hls(p) and _find_mtl(p) is None
+                           and _is_s2_band_folder(p)):
+            name = _s2_tree(p).product_name if p.is_file() else p.name
+            out.append(name[:-5] if name.upper().endswith(".SAFE") else name)
+        elif _is_tar(p) or _find_mtl(p) is not None:
+            tree, mtl = _landsat_source(p)
+            groups = _parse_mtl(tree.display(mtl), tree.read_text(mtl))
             out.append(
                 _mtl_get(groups, "LANDSAT_PRODUCT_ID")
-                or re.sub(r"_MTL\.(txt|xml)$", "", mtl.name, flags=re.I)
+                or re.sub(r"_MTL\.(txt|xml)$", "", mtl.rsplit("/", 1)[-1], flags=re.I)
             )
+        elif is_hls(p):
+            out.append(_granule(p).scene_id)
         else:
             with _open_raster(p) as src:
                 out.append(src.tags().get("SCENE_ID", p.stem))
     return out
-

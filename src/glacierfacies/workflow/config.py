@@ -41,6 +41,22 @@ class RunConfig:
     min_observed: float = 0.8
     include_refrozen: bool = False
     min_years: int = 8
+    # how scenes are read (as the commands' --band-map, --scale, ...; see ReadOptions)
+    band_map: str | dict[str, int] | None = None
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
+    product_mask: bool = True
+    mask_saturated: bool = False
+    s2_offset: float | None = None
+
+    @property
+    def read_options(self):
+        """How this run reads scenes, as the `ReadOptions` the commands use."""
+        from glacierfacies.scenes.options import ReadOptions
+
+        return ReadOptions.from_cli(self.band_map, self.scale, self.offset, self.nodata,
+                                    not self.product_mask, self.mask_saturated, self.s2_offset)
 
     @property
     def map_config(self):
@@ -48,7 +64,7 @@ class RunConfig:
         from glacierfacies.mapping.config import MapConfig
 
         return MapConfig(buffer=self.buffer, smoothing=self.smoothing, device=self.device,
-                         tile_size=self.tile_size)
+                         tile_size=self.tile_size, read=self.read_options)
 
     @property
     def uses_sample(self) -> bool:
@@ -60,11 +76,16 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_READ_KEYS = ("band_map", "scale", "offset", "nodata", "product_mask", "mask_saturated",
+              "s2_offset")
+
+
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "sample": ("scenes", "seed"),
-    "dataset": ("scenes", "dem", "outlines", "labels", "patch_size", "features", "k_folds"),
+    "dataset": ("scenes", "dem", "outlines", "labels", "patch_size", "features", "k_folds",
+                *_READ_KEYS),
     "train": ("training", "training_preset", "seed"),
-    "maps": ("buffer", "tile_size", "smoothing"),
+    "maps": ("buffer", "tile_size", "smoothing", *_READ_KEYS),
     "products": ("min_observed", "include_refrozen"),
     "massbalance": ("wgms", "min_years", "min_observed"),
     "report": (),
@@ -105,6 +126,10 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, Path]:
         if raw.get(key):
             raw[key] = absolute(raw[key])
     cfg = RunConfig(**raw)
+    try:
+        cfg.read_options  # noqa: B018 (a bad band map or scale fails here, naming the file)
+    except InputError as exc:
+        raise InputError(path, exc.problem) from None
     if cfg.scenes:
         missing = [k for k in ("dem", "outlines", "labels") if not getattr(cfg, k)]
         if missing:

@@ -54,7 +54,7 @@ def _metrics_tables(metrics: dict[str, Any]) -> list[str]:
     return tables
 
 
-def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path) -> list:
+def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = None) -> list:
     import rasterio
 
     from glacierfacies.mapping.scene_map import scene_stem
@@ -72,7 +72,7 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path) -> list:
             classes = ds.read(1)
             tags = ds.tags()
             grid_path = facies
-        sc = read_scene(scene, grid=grid_path)
+        sc = read_scene(scene, grid=grid_path, options=read_options)
         rgb = sc.reflectance[[2, 1, 0]]
         path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
                              title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
@@ -163,7 +163,7 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                             ["Every scene mapped with the mean probabilities of the fold models "
                              "inside the glacier outlines, 3×3 mode smoothing; Cloud-Optimised "
                              f"GeoTIFFs in <code>{html_path(get_filepath('maps', out))}</code>.", legend_html()],
-                            [], _quicklooks(out, inputs, fig_dir)))
+                            [], _quicklooks(out, inputs, fig_dir, cfg.read_options)))
 
     # products
     products_csv = get_filepath("products_csv", out)

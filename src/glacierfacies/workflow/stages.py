@@ -24,7 +24,8 @@ def stage_dataset(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
 
     ps = build_patchset(inputs.scenes, inputs.dem, inputs.outlines, inputs.labels,
                         patch_size=cfg.patch_size, features=cfg.features, k_folds=cfg.k_folds,
-                        seed=cfg.seed, out_dir=get_filepath("dataset", out), overwrite=True)
+                        seed=cfg.seed, out_dir=get_filepath("dataset", out), overwrite=True,
+                        read_options=cfg.read_options)
     return {"n_patches": int(len(ps.labels)), "summary": ps.provenance.get("summary", {})}
 
 
