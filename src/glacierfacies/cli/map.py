@@ -19,17 +19,22 @@ from glacierfacies.mapping.config import MapConfig
               help="Facies map (Cloud-Optimised GeoTIFF); a .qml style is written beside it.")
 @click.option("--confidence", "confidence_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the calibrated confidence COG here.")
+@click.option("--probabilities", "probabilities_out",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the calibrated class probabilities here (8-band float32 COG; "
+                   "`products --probabilities` takes it for uncertainties).")
 def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], buffer: str,
             no_smoothing: bool, device: str, tile_size: int, precision: str,
-            confidence_dtype: str, overwrite: bool, out: Path, confidence_out: Path | None
-            ) -> None:
+            confidence_dtype: str, overwrite: bool, out: Path, confidence_out: Path | None,
+            probabilities_out: Path | None) -> None:
     """Map the facies of one SCENE (Sentinel-2 .SAFE, Landsat folder or GeoTIFF stack)."""
     from glacierfacies.mapping.scene_map import map_scene
 
     config = MapConfig(buffer=buffer, smoothing=not no_smoothing, device=device,
                        tile_size=tile_size, confidence_dtype=confidence_dtype, precision=precision)
     res = map_scene(scene, dem, outlines, list(models), out, config=config,
-                    confidence_out=confidence_out, overwrite=overwrite)
+                    confidence_out=confidence_out, overwrite=overwrite,
+                    probabilities_out=probabilities_out)
     shares = ", ".join(f"{k} {v / max(res.n_classified, 1):.0%}"
                        for k, v in res.class_counts.items() if v)
     click.echo(f"{out}: {res.n_classified} pixels classified in {res.seconds:.1f} s ({shares})")

@@ -48,26 +48,30 @@ def _write_cog(
     crs: Any,
     nodata: float,
     resampling: str,
-    description: str,
+    description: str | list[str],
     tags: dict[str, str],
     band_tags: dict[str, str] | None = None,
     colormap: dict | None = None,
 ) -> None:
-    """Write a single-band COG at `dest`: a tiled GTiff beside it, then GDAL's COG copy."""
+    """Write a COG at `dest` (one band, or (bands, H, W) with one description per band):
+    a tiled GTiff beside it, then GDAL's COG copy."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
-    height, width = array.shape
+    bands = array if array.ndim == 3 else array[None]
+    descriptions = [description] if isinstance(description, str) else list(description)
+    _, height, width = bands.shape
     scratch = dest.with_name(dest.name + ".gtiff")
     profile = dict(
-        driver="GTiff", height=height, width=width, count=1, dtype=array.dtype.name,
-        crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=512,
-        blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
+        driver="GTiff", height=height, width=width, count=bands.shape[0],
+        dtype=array.dtype.name, crs=crs, transform=transform, nodata=nodata, tiled=True,
+        blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
     )
     try:
         with rasterio.open(scratch, "w", **profile) as dst:
-            dst.write(array, 1)
-            dst.set_band_description(1, description)
+            dst.write(bands)
+            for b, desc in enumerate(descriptions, start=1):
+                dst.set_band_description(b, desc)
             dst.update_tags(**tags)
             if band_tags:
                 dst.update_tags(1, **band_tags)
@@ -117,16 +121,24 @@ def write_outputs(
     confidence_dtype: str = "uint8",
     overwrite: bool = False,
     tags: dict[str, str] | None = None,
+    probabilities: np.ndarray | None = None,
+    probabilities_out: PathLike | None = None,
 ) -> list[Path]:
-    """Write the class COG, its .qml and the optional confidence COG, atomically.
+    """Write the class COG, its .qml and the optional confidence and probability COGs,
+    atomically.
 
     All files are written to temporaries first; the class map is renamed last, so its
-    presence means every output of the scene is complete.
+    presence means every output of the scene is complete. Probabilities are (8, H, W)
+    float32 calibrated class probabilities in class order (NaN nodata), one band per class.
     """
     out = Path(out)
     targets = [out, out.with_suffix(".qml")]
     if confidence_out is not None:
         targets.append(Path(confidence_out))
+    if probabilities_out is not None:
+        if probabilities is None:
+            raise ValueError("probabilities_out needs the probabilities")
+        targets.append(Path(probabilities_out))
     for t in targets:
         if not t.parent.is_dir():
             raise InputError(t.parent, "output folder does not exist")
@@ -145,6 +157,14 @@ def write_outputs(
                 "confidence (calibrated probability of the model's class"
                 + (", percent)" if confidence_dtype == "uint8" else ")"),
                 {"UNITS": "percent" if confidence_dtype == "uint8" else "probability",
+                 "PRODUCER": "glacierfacies", **(tags or {})},
+            )
+        if probabilities_out is not None:
+            tmp_prob = stack.enter_context(atomic_output(probabilities_out, overwrite=overwrite))
+            _write_cog(
+                np.asarray(probabilities, np.float32), tmp_prob, transform, crs, float("nan"),
+                "average", [f"probability of {name}" for name in CLASS_NAMES],
+                {"UNITS": "probability", "CLASS_NAMES": ",".join(CLASS_NAMES),
                  "PRODUCER": "glacierfacies", **(tags or {})},
             )
         tmp_qml.write_text(qml_style())
