@@ -41,6 +41,7 @@ class RunConfig:
     smoothing: bool = True
     min_observed: float = 0.8
     include_refrozen: bool = False
+    accumulation: str = "snow"  # "snow" (end-of-season snow cover) or "snow+firn"
     min_years: int = 8
 
     @property
@@ -66,7 +67,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "dataset": ("scenes", "dem", "outlines", "labels", "patch_size", "features", "k_folds"),
     "train": ("training", "training_preset", "seed"),
     "maps": ("buffer", "tile_size", "smoothing"),
-    "products": ("min_observed", "include_refrozen"),
+    "products": ("min_observed", "include_refrozen", "accumulation"),
     "massbalance": ("wgms", "min_years", "min_observed"),
     "report": (),
 }
