@@ -49,6 +49,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneGroupOut
 
 from glacierfacies.classes import CLASS_NAMES, N_CLASSES, NODATA_CLASS, class_index
+from glacierfacies.products import uncertainty
 
 ICE, SNOW, DEBRIS, FIRN, SHADOW, REFROZEN, WATER, CLOUD = (
     class_index(n) for n in ("ice", "snow", "debris", "firn", "shadow", "refrozen-like",
@@ -256,8 +257,6 @@ def glacier_products(
     class probabilities or None (they resolve shadow when so configured, and give the
     uncertainties). ``shadow="snowline"`` without elevations is a ValueError.
     """
-    from glacierfacies.products import uncertainty
-
     glacier_mask = np.asarray(glacier_mask, dtype=bool)
     if class_map.shape != glacier_mask.shape:
         raise ValueError(f"class map {class_map.shape} and mask {glacier_mask.shape} differ")
