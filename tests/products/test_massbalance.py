@@ -87,6 +87,23 @@ def test_snowline_exact_and_degenerate():
     assert mb.snowline_altitude(zn, np.concatenate([acc[perm], [True]]), 0.0) == (35.0, 5.0)
 
 
+def test_line_hidden_in_a_shadowed_band_sits_at_the_observed_edge():
+    """Cast shadow hides the tongue from 2600 to 3150 m; firn is seen from 3150 m up, ice
+    only below 2600 m: the firn line is placed at the lower edge of the observed firn, with
+    an uncertainty spanning the hidden band, not in the middle of the band."""
+    z = np.arange(2500.0, 3400.0, 1.0)
+    cmap = np.where(z >= 3300, SNOW, np.where(z >= 3150, FIRN, ICE)).astype(np.uint8)
+    cmap[(z >= 2600) & (z < 3150)] = SHADOW
+    cmap, mask, elev = cmap[None], np.ones((1, z.size), bool), z[None]
+    p = mb.glacier_products(cmap, mask, elev, 100.0)
+    assert p["firnline_m"] == 3150.0 and p["firnline_unc_m"] >= 549.0
+    assert abs(p["snowline_m"] - 3299.5) <= 0.5 and p["snowline_unc_m"] <= 5.0
+    # the shadowed band lies below the firn line: ablation area for both AARs
+    assert p["aar_snow_firn"] == pytest.approx(250 / 900)
+    wide = mb.glacier_products(cmap, mask, elev, 100.0, config=mb.ProductConfig(line_gap_m=1000))
+    assert wide["firnline_m"] == pytest.approx(2875.0, abs=1.0)  # the old midpoint
+
+
 def test_products_areas_observed_aar_and_shadow():
     cmap = np.full((10, 10), NODATA_CLASS, np.uint8)
     mask = np.zeros((10, 10), bool)

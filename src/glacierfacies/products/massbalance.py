@@ -31,7 +31,10 @@ Conventions (also in ``docs/massbalance.md``):
 * ``snowline_m`` is the lower limit of snow, ``firnline_m`` the lower limit of snow + firn:
   each the elevation z that minimises #(pixels of the zone below z) + #(other pixels at or
   above z) over observed glacier pixels. With no firn exposed the two coincide. When a
-  glacier has no pixel of the zone, or only such pixels, the line is NaN.
+  glacier has no pixel of the zone, or only such pixels, the line is NaN. A line that falls
+  in a band with no observed pixel deeper than `ProductConfig.line_gap_m` (cast shadow over
+  the tongue) is placed at the lower edge of the observed zone, its uncertainty spanning
+  the band.
 * Uncertainties (``*_unc``, one standard uncertainty) come from the calibrated class
   probabilities by correlated draws (`products.uncertainty`), else from the calibrated
   confidence (conservatively), else only the snowline's cost-tolerance width is given; the
@@ -99,6 +102,7 @@ class ProductConfig:
     refrozen_is_accumulation: bool = False
     shadow: Literal["snowline", "exclude", "probabilities"] = "snowline"
     snowline_tolerance: float = 0.01  # cost tolerance (fraction of observed pixels) for the unc.
+    line_gap_m: float = 50.0  # a line in an unobserved band deeper than this: see `line`
     uncertainty_block_m: float = 330.0
     uncertainty_draws: int = 200
     uncertainty_seed: int = 0
@@ -112,6 +116,8 @@ class ProductConfig:
                              f"{self.accumulation!r}")
         if not 0 <= self.snowline_tolerance < 1:
             raise ValueError("snowline_tolerance must be in [0, 1)")
+        if not self.line_gap_m > 0:
+            raise ValueError("line_gap_m must be > 0")
         if not self.uncertainty_block_m > 0 or self.uncertainty_draws < 2:
             raise ValueError("uncertainty_block_m must be > 0 and uncertainty_draws >= 2")
 
@@ -191,8 +197,16 @@ class SortedElevations:
         """A per-pixel array (same length as the elevations given) in elevation order."""
         return np.asarray(values).ravel()[self.keep][self.order]
 
-    def line(self, zone_sorted: np.ndarray, tolerance: float = 0.01) -> tuple[float, float]:
-        """(line, cost-tolerance uncertainty) for one zone mask already in elevation order."""
+    def line(self, zone_sorted: np.ndarray, tolerance: float = 0.01,
+             max_gap_m: float = np.inf) -> tuple[float, float]:
+        """(line, cost-tolerance uncertainty) for one zone mask already in elevation order.
+
+        The line lies half-way between the observed elevations either side of the best
+        threshold, unless they are more than `max_gap_m` apart (a band with no observed
+        pixel, e.g. cast shadow over the tongue): then it is the lower edge of the observed
+        zone, the lowest elevation at which the zone is seen (where an analyst would draw the
+        visible line), and the uncertainty spans the whole unobserved band.
+        """
         zone = np.asarray(zone_sorted, dtype=bool)
         n = self.z.size
         n_zone = int(zone.sum())
@@ -207,10 +221,13 @@ class SortedElevations:
         m = best.size
         z_best = float(best[(m - 1) // 2]) if m % 2 else float(
             0.5 * (best[m // 2 - 1] + best[m // 2]))
+        i = int(np.searchsorted(self.z, z_best))
+        if self.local_gap(z_best) > max_gap_m:
+            z_best = float(self.z[min(i, n - 1)])  # lower edge of the observed zone
         near = self.thresholds[c <= cmin + tolerance * n]
         unc = float(max(z_best - near.min(), near.max() - z_best))
-        # a step of the DEM resolution is the floor: report at least half the local gap
-        return z_best, max(unc, 0.5 * self.local_gap(z_best))
+        # a step of the DEM resolution (or an unobserved band) is the floor
+        return z_best, max(unc, self.step_floor(z_best, max_gap_m))
 
     def local_gap(self, z_line: float) -> float:
         """Elevation gap between the observed pixels either side of a line (DEM step)."""
@@ -218,9 +235,16 @@ class SortedElevations:
         i = int(np.searchsorted(self.z, z_line))
         return float(self.z[min(i, n - 1)] - self.z[max(i - 1, 0)]) if n else float("nan")
 
+    def step_floor(self, z_line: float, max_gap_m: float = np.inf) -> float:
+        """Least uncertainty of a line: half the local elevation gap, or all of it where the
+        line sits at the edge of an unobserved band deeper than `max_gap_m`."""
+        gap = self.local_gap(z_line)
+        return gap if gap > max_gap_m else 0.5 * gap
+
 
 def snowline_altitude(
-    elevation_m: np.ndarray, accumulation: np.ndarray, tolerance: float = 0.01
+    elevation_m: np.ndarray, accumulation: np.ndarray, tolerance: float = 0.01,
+    max_gap_m: float = np.inf,
 ) -> tuple[float, float]:
     """Elevation that best separates a zone (above) from the rest (below), and its unc.
 
@@ -229,10 +253,10 @@ def snowline_altitude(
     uncertainty is the largest distance to a threshold whose cost is within
     ``tolerance * n`` of the minimum (at least half the local elevation gap). Returns
     (nan, nan) without both kinds of pixels. The zone is snow for the snowline and
-    snow + firn for the firn line.
+    snow + firn for the firn line. `max_gap_m`: see `SortedElevations.line`.
     """
     se = SortedElevations.of(elevation_m)
-    return se.line(se.sort(np.asarray(accumulation, dtype=bool)), tolerance)
+    return se.line(se.sort(np.asarray(accumulation, dtype=bool)), tolerance, max_gap_m)
 
 
 def _zone_fraction(zone: np.ndarray, obs: np.ndarray) -> float:
@@ -281,8 +305,10 @@ def glacier_products(
     if elevation_m is not None and n_sunlit:
         elevation_m = np.asarray(elevation_m, dtype=np.float64)
         se = SortedElevations.of(elevation_m[sunlit])
-        sl, sl_unc = se.line(se.sort(snow[sunlit]), config.snowline_tolerance)
-        fl, fl_unc = se.line(se.sort(snow_firn[sunlit]), config.snowline_tolerance)
+        sl, sl_unc = se.line(se.sort(snow[sunlit]), config.snowline_tolerance,
+                             config.line_gap_m)
+        fl, fl_unc = se.line(se.sort(snow_firn[sunlit]), config.snowline_tolerance,
+                             config.line_gap_m)
     obs = sunlit
     shade = np.zeros_like(sunlit)
     if config.shadow == "snowline" and n_sunlit:
@@ -307,8 +333,9 @@ def glacier_products(
     if unc.method == "none":
         out["snowline_unc_m"], out["firnline_unc_m"] = sl_unc, fl_unc
     else:  # the DEM step stays the floor
-        floor_s = 0.5 * se.local_gap(sl) if se is not None and np.isfinite(sl) else nan
-        floor_f = 0.5 * se.local_gap(fl) if se is not None and np.isfinite(fl) else nan
+        gap = config.line_gap_m
+        floor_s = se.step_floor(sl, gap) if se is not None and np.isfinite(sl) else nan
+        floor_f = se.step_floor(fl, gap) if se is not None and np.isfinite(fl) else nan
         out["snowline_unc_m"] = _floor(unc.snowline_m, floor_s, sl)
         out["firnline_unc_m"] = _floor(unc.firnline_m, floor_f, fl)
     if confidence is not None:

@@ -142,7 +142,7 @@ def product_uncertainty(
             ub = u[blk_sorted]
             zs, zf = ub < ps_sorted, ub < pf_sorted
             for j, zone in enumerate((zs, zf)):
-                ln = sorted_elev.line(zone, config.snowline_tolerance)[0]
+                ln = sorted_elev.line(zone, config.snowline_tolerance, config.line_gap_m)[0]
                 line[d, j] = ln
                 n_zone = int(zone.sum())
                 if shade_z.size and config.shadow == "snowline":
