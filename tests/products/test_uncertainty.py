@@ -62,13 +62,13 @@ def trials(sample_dir):
     outlines = gpd.read_file(sample_dir / "outlines.gpkg")
     labels = rasterize(((g, i + 1) for i, g in enumerate(outlines.geometry)),
                        out_shape=dem.shape, transform=transform)
-    config = mb.ProductConfig(shadow="exclude", uncertainty_draws=100)
+    config = mb.ProductConfig(shadow="exclude", uncertainty_draws=60)
     rng = np.random.default_rng(0)
     rows = []
     for path in sorted((sample_dir / "truth").glob("facies_*.tif")):
         with rasterio.open(path) as ds:
             true_map = ds.read(1)
-        for rep in range(1):
+        for rep in range(2):
             for gi in range(1, len(outlines) + 1):
                 glacier = (labels == gi) & (true_map != NODATA_CLASS)
                 pred, probs = simulated_classifier(true_map, glacier, rng)
@@ -88,7 +88,7 @@ def trials(sample_dir):
 
 def test_block_draws_cover_the_truth_and_independent_pixels_do_not(trials):
     t = trials
-    assert len(t) == 6 * 8 and (t["method"] == "probabilities").all()
+    assert len(t) == 6 * 2 * 8 and (t["method"] == "probabilities").all()
     within = (t["aar_err"].abs() <= 2 * t["aar_unc"]).mean()
     within_indep = (t["aar_err"].abs() <= 2 * t["aar_unc_indep"]).mean()
     print(f"AAR within 2 unc: block draws {within:.2f}, independent pixels {within_indep:.2f}")
@@ -100,7 +100,7 @@ def test_block_draws_cover_the_truth_and_independent_pixels_do_not(trials):
     ok = t["sl_err"].notna() & t["sl_unc"].notna()
     sl_within = (t.loc[ok, "sl_err"].abs() <= 2 * t.loc[ok, "sl_unc"]).mean()
     print(f"snowline within 2 unc: {sl_within:.2f} of {int(ok.sum())}")
-    assert ok.sum() > 40 and sl_within >= 0.85
+    assert ok.sum() > 80 and sl_within >= 0.85
 
 
 def test_draws_are_reproducible_and_nested():
@@ -124,7 +124,7 @@ def test_draws_are_reproducible_and_nested():
     for k in (SNOW, FIRN, ICE):
         sure[k] = true_map == k
     s = mb.glacier_products(true_map, glacier, elev, 100.0, probabilities=sure, config=cfg)
-    assert s["aar_unc"] == 0.0 and s["snowline_unc_m"] <= 2.5
+    assert s["aar_unc"] < 1e-12 and s["snowline_unc_m"] <= 2.5
     assert abs(s["snowline_m"] - 2900) <= 5 and abs(s["firnline_m"] - 2850) <= 5
     # blocks: ids are constant within a block and differ between blocks
     ids = unc.block_ids((7, 5), 3)

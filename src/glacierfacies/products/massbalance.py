@@ -36,9 +36,10 @@ Conventions (also in ``docs/massbalance.md``):
   the tongue) is placed at the lower edge of the observed zone, its uncertainty spanning
   the band.
 * Uncertainties (``*_unc``, one standard uncertainty) come from the calibrated class
-  probabilities by correlated draws (`products.uncertainty`), else from the calibrated
-  confidence (conservatively), else only the snowline's cost-tolerance width is given; the
-  column ``uncertainty_method`` says which.
+  probabilities by correlated draws (`products.uncertainty`; for the lines combined in
+  quadrature with the cost-tolerance width), else from the calibrated confidence
+  (conservatively), else only the lines' cost-tolerance width is given; the column
+  ``uncertainty_method`` says which.
 """
 
 from __future__ import annotations
@@ -332,12 +333,12 @@ def glacier_products(
     out["snowline_m"], out["firnline_m"] = sl, fl
     if unc.method == "none":
         out["snowline_unc_m"], out["firnline_unc_m"] = sl_unc, fl_unc
-    else:  # the DEM step stays the floor
+    else:  # draws and the cost-tolerance width together; the DEM step stays the floor
         gap = config.line_gap_m
         floor_s = se.step_floor(sl, gap) if se is not None and np.isfinite(sl) else nan
         floor_f = se.step_floor(fl, gap) if se is not None and np.isfinite(fl) else nan
-        out["snowline_unc_m"] = _floor(unc.snowline_m, floor_s, sl)
-        out["firnline_unc_m"] = _floor(unc.firnline_m, floor_f, fl)
+        out["snowline_unc_m"] = _floor(float(np.hypot(unc.snowline_m, sl_unc)), floor_s, sl)
+        out["firnline_unc_m"] = _floor(float(np.hypot(unc.firnline_m, fl_unc)), floor_f, fl)
     if confidence is not None:
         raw = np.asarray(confidence)
         conf = raw[glacier_mask & (cmap != NODATA_CLASS)].astype(np.float64)
