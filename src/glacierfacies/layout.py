@@ -25,6 +25,8 @@ RUN_BASENAMES: dict[str, tuple[str, str]] = {
     "maps": ("maps", "facies maps and confidence, one pair per scene"),
     "facies_map": ("maps/{stem}_facies.tif", "Cloud-Optimised GeoTIFF of class codes"),
     "confidence_map": ("maps/{stem}_confidence.tif", "calibrated confidence, percent"),
+    "probabilities_map": ("maps/{stem}_probabilities.tif",
+                          "calibrated class probabilities, 8 bands (uncertainties)"),
     "products": ("products", "glacier products"),
     "products_gpkg": ("products/products.gpkg", "one row per glacier x scene, with outlines"),
     "products_csv": ("products/products.csv", "the same rows without geometry"),

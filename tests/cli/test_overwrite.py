@@ -105,7 +105,8 @@ def facies_map(tmp_path_factory) -> dict[str, Path]:
 
 def test_products(facies_map, tmp_path, monkeypatch, capsys):
     out = tmp_path / "products.gpkg"
-    args = ["products", facies_map["map"], "--outlines", facies_map["outlines"], "-o", out]
+    args = ["products", facies_map["map"], "--outlines", facies_map["outlines"], "-o", out,
+            "--shadow", "exclude"]
     assert _main(monkeypatch, capsys, *args)[0] == 0
     sidecar = tmp_path / "products.gpkg.json"
     assert sidecar.is_file()
@@ -126,7 +127,8 @@ def test_massbalance(tmp_path, monkeypatch, capsys):
     table.to_csv(tmp_path / "products.csv", index=False)
     write_fog(tmp_path / "fog", fog)
     out = tmp_path / "mb"
-    args = ["massbalance", tmp_path / "products.csv", "--wgms", tmp_path / "fog", "-o", out]
+    args = ["massbalance", tmp_path / "products.csv", "--wgms", tmp_path / "fog", "-o", out,
+            "--hemisphere", "north", "--bootstrap", "50"]
     assert _main(monkeypatch, capsys, *args)[0] == 0
     (out / "notes.txt").write_text("mine")  # the whole folder is the output
     _refused_then_replaced(monkeypatch, capsys, args, out)
@@ -220,7 +222,7 @@ def test_every_glacierfacies_error_is_one_line(tmp_path, monkeypatch, capsys):
 
 WRITING = {"sample", "features", "dataset build", "dataset import-published",
            "dataset export-published", "dataset import-points", "map", "map-many", "products",
-           "massbalance", "evaluate", "export-onnx"}
+           "massbalance", "evaluate", "export-onnx", "export-targets"}
 RESUMING = {"train", "run"}  # a rerun continues the folder; another configuration is refused
 READING = {"dataset info"}
 

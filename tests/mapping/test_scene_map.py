@@ -257,7 +257,7 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
     scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
     kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"][:1], progress=False)
     r256 = map_scene(scene, out=tmp / "t256.tif", config=MapConfig(tile_size=256, smoothing=False),
-                     confidence_out=tmp / "c256.tif", **kw)
+                     confidence_out=tmp / "c256.tif", probabilities_out=tmp / "p256.tif", **kw)
     # tiles of 4096 (one tile) + smoothing == tiles of 256, then smoothed
     map_scene(scene, out=tmp / "t4096.tif", config=MapConfig(tile_size=4096), **kw)
     with rasterio.open(tmp / "t256.tif") as a, rasterio.open(tmp / "t4096.tif") as b:
@@ -280,6 +280,14 @@ def test_map_scene_seams_exactness_and_outputs(mapped):
     ok = m256 != 255
     np.testing.assert_array_equal(conf == 255, ~ok)
     assert np.abs(conf[ok] - 100 * pred.confidence[ok]).max() <= 0.5 + 1e-3
+    # map --probabilities: 8 float32 bands, the calibrated probabilities, NaN outside
+    with rasterio.open(tmp / "p256.tif") as pr:
+        assert pr.count == 8 and pr.dtypes[0] == "float32"
+        assert pr.descriptions[1] == "probability of snow"
+        probs = pr.read()
+    np.testing.assert_allclose(probs[:, ok], pred.probs[:, ok], atol=1e-5)  # other tiles
+    assert np.isnan(probs[:, ~ok]).all()
+    np.testing.assert_array_equal(np.argmax(probs[:, ok], axis=0), m256[ok])
 
 
 @pytest.mark.slow
@@ -305,13 +313,16 @@ def test_map_scene_buffer_and_block_reading(mapped):
     np.testing.assert_array_equal(mb[ok], m0[ok])
     # block-wise reading (large-scene path) gives the whole-scene map
     map_scene(scene, out=tmp / "blocks.tif",
-              config=MapConfig(tile_size=128, smoothing=False, block_size=300), **kw)
-    with rasterio.open(tmp / "blocks.tif") as b:
-        blocks = b.read(1)
+              config=MapConfig(tile_size=128, smoothing=False, block_size=300),
+              probabilities_out=tmp / "blocks_p.tif", **kw)
+    with rasterio.open(tmp / "blocks.tif") as b, rasterio.open(tmp / "blocks_p.tif") as bp:
+        blocks, bprobs = b.read(1), bp.read()
     # both modes burn the outlines with one rasteriser: the same pixels are classified
     np.testing.assert_array_equal(blocks != 255, ok)
     # classes may differ only where terrain beyond a block's margin matters
     assert (blocks == m0).mean() >= 0.999
+    same = blocks != 255
+    np.testing.assert_array_equal(np.argmax(bprobs[:, same], axis=0), blocks[same])
 
 
 def test_bad_input_one_line_errors_nothing_written(mapped, tmp_path):

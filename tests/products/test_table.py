@@ -74,18 +74,24 @@ def test_products_from_geotiff(world):
     a, b = t.iloc[0], t.iloc[1]
     assert a.scene_id == "S2B_MSIL2A_20210828T103629" and a.date == "2021-08-28"
     assert a.sensor == "S2B"
-    # Alpha: 40 cols x 100 rows of 100 m2, fully observed, 46 accumulation rows
+    # Alpha: 40 cols x 100 rows of 100 m2, fully observed, 41 snow rows and 5 firn rows
     assert a.glacier_area_km2 == pytest.approx(0.4)
     assert a.observed_fraction == pytest.approx(1.0)
-    assert a.aar == pytest.approx(0.46)
+    assert a.aar == pytest.approx(0.41)  # snow only: the exposed firn is ablation area
+    assert a.aar_snow_firn == pytest.approx(0.46)
     assert a.area_km2_firn == pytest.approx(0.02)
-    assert abs(a.snowline_m - 2945.0) <= 20.0  # line between rows 45 and 46 (2950 / 2940 m)
+    assert abs(a.snowline_m - 2995.0) <= 20.0  # line between rows 40 and 41 (3000 / 2990 m)
+    assert abs(a.firnline_m - 2945.0) <= 20.0  # line between rows 45 and 46 (2950 / 2940 m)
     assert a.mean_confidence == pytest.approx(90.0)
+    assert a.accumulation == "snow" and a.shadow_method == "snowline"
+    assert a.uncertainty_method == "confidence" and 0 < a.aar_unc < 0.2
+    assert a.hemisphere == "north"
     # Beta: rows 20..119 of which 100..119 are outside the map, 20 x 10 pixels of cloud
     assert b.glacier_area_km2 == pytest.approx(0.4)
     observed = 40 * 80 - 200
     assert b.observed_fraction == pytest.approx(observed / 4000)
-    assert b.aar == pytest.approx(40 * 26 / observed)  # rows 20..45 accumulation
+    assert b.aar == pytest.approx(40 * 21 / observed)  # rows 20..40 snow
+    assert b.aar_snow_firn == pytest.approx(40 * 26 / observed)  # rows 20..45 snow + firn
     assert b.mean_confidence == pytest.approx((40 * 80 - 200 + 200) / (40 * 80) * 70, rel=1e-6)
     assert t.crs.to_epsg() == 32632 and t.geometry.iloc[0].area == pytest.approx(400000)
 
@@ -100,18 +106,30 @@ def test_write_products_and_cli(world, tmp_path, monkeypatch, capsys):
     main()
     assert "2 glacier-scene rows" in capsys.readouterr().out
     back = read_products(out)
-    assert back["aar"].round(4).tolist()[0] == 0.46
+    assert back["aar"].round(4).tolist()[0] == 0.41
+    assert back["hemisphere"].tolist() == ["north", "north"]
     assert json.loads(out.with_name("p.gpkg.json").read_text())["config"]["shadow"] == "snowline"
     csv = tmp_path / "p.csv"
+    # no silent switch: the default --shadow snowline needs --dem
+    monkeypatch.setattr(sys, "argv", ["glacierfacies", "products", str(world["map"]),
+                                      "--outlines", str(world["outlines"]), "-o", str(csv)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "--shadow snowline needs --dem" in err and not csv.exists()
     monkeypatch.setattr(sys, "argv", ["glacierfacies", "products", str(world["map"]),
                                       "--outlines", str(world["outlines"]), "-o", str(csv),
-                                      "--date", "2021-09-01"])
+                                      "--shadow", "exclude", "--date", "2021-09-01",
+                                      "--accumulation", "snow+firn"])
     main()
     t = pd.read_csv(csv)
     assert t["date"].tolist() == ["2021-09-01"] * 2 and t["snowline_m"].isna().all()
+    assert t["shadow_method"].tolist() == ["exclude"] * 2
+    assert t["accumulation"].tolist() == ["snow+firn"] * 2
+    assert t["aar"].round(4).tolist()[0] == 0.46
     monkeypatch.setattr(sys, "argv", ["glacierfacies", "products", str(tmp_path / "nope.tif"),
                                       "--outlines", str(world["outlines"]), "-o", str(csv),
-                                      "--overwrite"])
+                                      "--dem", str(world["dem"]), "--overwrite"])
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 1 and "nope.tif: facies map not found" in capsys.readouterr().err
@@ -145,12 +163,23 @@ def test_massbalance_cli_end_to_end(tmp_path, monkeypatch, capsys):
     table.to_csv(tmp_path / "products.csv", index=False)
     write_fog(tmp_path / "fog", fog)
     out = tmp_path / "mb"
+    # a CSV has no outlines to take the hemisphere from
     monkeypatch.setattr(sys, "argv", ["glacierfacies", "massbalance", str(tmp_path /
                                       "products.csv"), "--wgms", str(tmp_path / "fog"), "-o",
                                       str(out)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1 and "pass --hemisphere" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["glacierfacies", "massbalance", str(tmp_path /
+                                      "products.csv"), "--wgms", str(tmp_path / "fog"), "-o",
+                                      str(out), "--hemisphere", "north", "--bootstrap", "200"])
     main()
     stats = json.loads((out / "stats.json").read_text())
     aar = stats["regressions"]["aar"]
+    assert stats["end_of_season_rule"] == "robust" and stats["season_months"] == {
+        "north": ["8,9,10"]}
+    gl = aar["global_leave_one_glacier_out"]
+    assert gl["n_bootstrap"] == 200 and gl["r_ci95"][0] <= gl["r"] <= gl["r_ci95"][1]
     assert stats["n_glacier_years"] == 25  # the end-of-season scene of every glacier-year
     assert aar["global_fit_in_sample"]["slope"] == pytest.approx(2.4, abs=0.1)
     assert aar["per_glacier_leave_one_year_out"]["r"] == pytest.approx(1.0, abs=1e-6)
@@ -165,7 +194,7 @@ def test_massbalance_cli_end_to_end(tmp_path, monkeypatch, capsys):
     table.assign(glacier="Nowhere", wgms_id=99).to_csv(tmp_path / "other.csv", index=False)
     monkeypatch.setattr(sys, "argv", ["glacierfacies", "massbalance", str(tmp_path /
                                       "other.csv"), "--wgms", str(tmp_path / "fog"), "-o",
-                                      str(tmp_path / "mb2")])
+                                      str(tmp_path / "mb2"), "--hemisphere", "north"])
     with pytest.raises(SystemExit) as exc:
         main()
     err = capsys.readouterr().err
@@ -174,8 +203,10 @@ def test_massbalance_cli_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_products_recover_sample_truth(sample_dir):
-    """Products from the sample's TRUE class maps recover its true AAR within 0.05 where at
-    least 80% of the glacier is observed (and the observed fraction itself)."""
+    """Products from the sample's TRUE class maps recover its true snow-only AAR and snow +
+    firn AAR within 0.05 where at least 80% of the glacier is observed (and the observed
+    fraction itself), and at the end of the season its own snowline and firn line (the
+    generator's parameters) within 20 m."""
     maps = sorted((sample_dir / "truth").glob("class_*.tif"))
     assert maps
     t = compute_products(maps, sample_dir / "outlines.gpkg", sample_dir / "dem.tif")
@@ -186,5 +217,11 @@ def test_products_recover_sample_truth(sample_dir):
     seen = m["observed_fraction_true"] >= 0.8
     assert seen.sum() >= len(m) // 2
     assert (m["aar"] - m["aar_true"])[seen].abs().max() < 0.05
+    assert (m["aar_snow_firn"] - m["aar_snow_firn_true"])[seen].abs().max() < 0.05
+    end = seen & m["end_of_season"]
+    assert end.sum() >= 16
+    assert (m["snowline_m"] - m["snowline_m_true"])[end].abs().max() < 20.0
+    assert (m["firnline_m"] - m["firnline_m_true"])[end].abs().max() < 20.0
+    assert (m["firnline_m"] < m["snowline_m"] - 40)[end].all()  # firn exposed below snow
     assert np.allclose(m["observed_fraction"], m["observed_fraction_true"], atol=0.01)
     assert np.allclose(m["glacier_area_km2"], m["glacier_area_km2_true"], rtol=0.01)

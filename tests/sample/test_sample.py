@@ -241,6 +241,13 @@ def test_aar_truth_and_wgms_tables_agree(sample_dir):
     aar = pd.read_csv(sample_dir / "truth" / "aar_truth.csv")
     assert set(aar.scene_id) == {_scene_id(p) for p in _scenes(sample_dir)}
     assert aar.aar.between(0, 1).all() and (aar.aar_with_refrozen >= aar.aar - 1e-9).all()
+    # snow-only definitions: at the end of these negative years firn lies exposed 60-150 m
+    # below the snowline; early in the summer fresh snow covers it (firn line = snowline)
+    end_rows = aar[aar.end_of_season]
+    gap = end_rows.snowline_m - end_rows.firnline_m
+    assert gap.between(59.99, 150.01).all() and (end_rows.aar_snow_firn > end_rows.aar).all()
+    early_rows = aar[~aar.end_of_season]
+    assert (early_rows.firnline_m == early_rows.snowline_m).all()
     assert aar.observed_fraction.between(0.3, 1).all() and (aar.observed_fraction < 1).any()
     early = aar[~aar.end_of_season].groupby("glacier").aar_full.mean()
     end = aar[aar.end_of_season].groupby("glacier").aar_full.mean()
@@ -254,7 +261,8 @@ def test_aar_truth_and_wgms_tables_agree(sample_dir):
     for row in ends.itertuples():
         year = int(row.date[:4])
         wg = overview[(overview.WGMS_ID == ids[row.glacier]) & (overview.Year == year)]
-        assert abs(wg.AAR.iloc[0] / 100 - row.aar_full) < 1e-6
+        assert abs(wg.AAR.iloc[0] / 100 - row.aar_full) < 1e-6  # snow only
+        assert abs(wg.ELA.iloc[0] - row.snowline_m) <= 0.5  # the snowline, not the firn line
     mb = pd.concat(pd.read_csv(p) for p in (sample_dir / "wgms" / "mbdata").glob("*.csv"))
     assert len(mb) == 20 * len(outlines) and set(mb.RGI_ID) == set(outlines.rgi_id)
     joined = mb.merge(overview, left_on=["WGMS_ID", "YEAR"], right_on=["WGMS_ID", "Year"])

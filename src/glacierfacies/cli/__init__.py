@@ -3,7 +3,16 @@
 Importing this package registers every command on the `cli` group.
 """
 
-from glacierfacies.cli import dataset, features, map, products, run, sample, train  # noqa: F401
+from glacierfacies.cli import (  # noqa: F401
+    dataset,
+    features,
+    map,
+    products,
+    run,
+    sample,
+    targets,
+    train,
+)
 from glacierfacies.cli.main import cli, main
 
 __all__ = ["cli", "main"]

@@ -27,18 +27,24 @@ __all__ = ["map_cmd", "map_many_cmd"]
               help="Facies map (Cloud-Optimised GeoTIFF); a .qml style is written beside it.")
 @click.option("--confidence", "confidence_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the calibrated confidence COG here.")
+@click.option("--probabilities", "probabilities_out",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the calibrated class probabilities here (8-band float32 COG; "
+                   "`products --probabilities` takes it for uncertainties).")
 @map_config_options
 @read_options_decorator
 @overwrite_option("the map, its .qml style and the confidence map")
 def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], out: Path,
-            confidence_out: Path | None, overwrite: bool, **options) -> None:
+            confidence_out: Path | None, probabilities_out: Path | None, overwrite: bool,
+            **options) -> None:
     """Map the facies of one SCENE (Sentinel-2 .SAFE/.SAFE.zip, Landsat folder/.tar, HLS
     granule or GeoTIFF stack)."""
     from glacierfacies.mapping.scene_map import map_scene
 
     read = read_options(options)
-    res = map_scene(scene, dem, outlines, list(models), out, config=map_config(**options, read=read),
-                    confidence_out=confidence_out, overwrite=overwrite)
+    res = map_scene(scene, dem, outlines, list(models), out,
+                    config=map_config(**options, read=read), confidence_out=confidence_out,
+                    overwrite=overwrite, probabilities_out=probabilities_out)
     shares = ", ".join(f"{k} {v / max(res.n_classified, 1):.0%}"
                        for k, v in res.class_counts.items() if v)
     click.echo(f"{out}: {res.n_classified} pixels classified in {res.seconds:.1f} s ({shares})")

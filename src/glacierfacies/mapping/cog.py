@@ -48,26 +48,30 @@ def _write_cog(
     crs: Any,
     nodata: float,
     resampling: str,
-    description: str,
+    description: str | list[str],
     tags: dict[str, str],
     band_tags: dict[str, str] | None = None,
     colormap: dict | None = None,
 ) -> None:
-    """Write a single-band COG at `dest`: a tiled GTiff beside it, then GDAL's COG copy."""
+    """Write a COG at `dest` (one band, or (bands, H, W) with one description per band):
+    a tiled GTiff beside it, then GDAL's COG copy."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
-    height, width = array.shape
+    bands = array if array.ndim == 3 else array[None]
+    descriptions = [description] if isinstance(description, str) else list(description)
+    _, height, width = bands.shape
     scratch = dest.with_name(dest.name + ".gtiff")
     profile = dict(
-        driver="GTiff", height=height, width=width, count=1, dtype=array.dtype.name,
-        crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=512,
-        blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
+        driver="GTiff", height=height, width=width, count=bands.shape[0],
+        dtype=array.dtype.name, crs=crs, transform=transform, nodata=nodata, tiled=True,
+        blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
     )
     try:
         with rasterio.open(scratch, "w", **profile) as dst:
-            dst.write(array, 1)
-            dst.set_band_description(1, description)
+            dst.write(bands)
+            for b, desc in enumerate(descriptions, start=1):
+                dst.set_band_description(b, desc)
             dst.update_tags(**tags)
             if band_tags:
                 dst.update_tags(1, **band_tags)
@@ -119,12 +123,16 @@ def write_outputs(
     tags: dict[str, str] | None = None,
     qa: np.ndarray | None = None,
     qa_out: PathLike | None = None,
+    probabilities: np.ndarray | None = None,
+    probabilities_out: PathLike | None = None,
 ) -> list[Path]:
-    """Write the class COG, its .qml, the optional confidence COG and the optional QA COG
-    (uint8 bits of the product's own masks, see `scenes.masks`), atomically.
+    """Write the class COG, its .qml, the optional confidence COG, the optional QA COG
+    (uint8 bits of the product's own masks, see `scenes.masks`) and the optional probability
+    COG, atomically.
 
     All files are written to temporaries first; the class map is renamed last, so its
-    presence means every output of the scene is complete.
+    presence means every output of the scene is complete. Probabilities are (8, H, W)
+    float32 calibrated class probabilities in class order (NaN nodata), one band per class.
     """
     out = Path(out)
     targets = [out, out.with_suffix(".qml")]
@@ -134,6 +142,10 @@ def write_outputs(
         raise ValueError("give both qa and qa_out, or neither")
     if qa_out is not None:
         targets.append(Path(qa_out))
+    if probabilities_out is not None:
+        if probabilities is None:
+            raise ValueError("probabilities_out needs the probabilities")
+        targets.append(Path(probabilities_out))
     for t in targets:
         if not t.parent.is_dir():
             raise InputError(t.parent, "output folder does not exist")
@@ -164,6 +176,14 @@ def write_outputs(
                                     "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
                                                f"{QA_SATURATED}=saturated (kept), "
                                                f"{QA_NODATA}=no valid reflectance"},
+            )
+        if probabilities_out is not None:
+            tmp_prob = stack.enter_context(atomic_output(probabilities_out, overwrite=overwrite))
+            _write_cog(
+                np.asarray(probabilities, np.float32), tmp_prob, transform, crs, float("nan"),
+                "average", [f"probability of {name}" for name in CLASS_NAMES],
+                {"UNITS": "probability", "CLASS_NAMES": ",".join(CLASS_NAMES),
+                 "PRODUCER": "glacierfacies", **(tags or {})},
             )
         tmp_qml.write_text(qml_style())
         _write_cog(

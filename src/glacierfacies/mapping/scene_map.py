@@ -110,7 +110,7 @@ def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
 def _predict_blocks(
     members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
     mask: np.ndarray, block_size: int, tile_size: int, device: str, precision: str,
-    progress: bool, read: Any = None,
+    progress: bool, read: Any = None, return_probs: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Dense prediction block by block: each block (+ halo + context) read as a window grid.
 
@@ -131,6 +131,8 @@ def _predict_blocks(
     margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
     classes = np.full((height, width), NODATA_CLASS, np.uint8)
     confidence = np.full((height, width), np.nan, np.float32)
+    probs = (np.full((len(CLASS_NAMES), height, width), np.nan, np.float32) if return_probs
+             else None)
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
     todo = [(r, c) for r, c in blocks if mask[r : r + block_size, c : c + block_size].any()]
     info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
@@ -159,7 +161,7 @@ def _predict_blocks(
         bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
             = mask[rs:re_, cs:ce]
         pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
-                             device=device, precision=precision)
+                             device=device, precision=precision, return_probs=return_probs)
         core = (slice(margin, margin + bh), slice(margin, margin + bw))
         if block_scene.qa is not None:
             if info["qa"] is None:
@@ -167,6 +169,8 @@ def _predict_blocks(
             info["qa"][r0 : r0 + bh, c0 : c0 + bw] = block_scene.qa[core]
         classes[r0 : r0 + bh, c0 : c0 + bw] = pred.classes[core]
         confidence[r0 : r0 + bh, c0 : c0 + bw] = pred.confidence[core]
+        if probs is not None:
+            probs[:, r0 : r0 + bh, c0 : c0 + bw] = pred.probs[(slice(None), *core)]
         info["blocks_run"] += 1
         info["tiles_run"] += pred.tiles_run
         info["tiles_skipped"] += pred.tiles_skipped
@@ -175,6 +179,7 @@ def _predict_blocks(
             bar.update(1)
     if bar is not None:
         bar.close()
+    info["probs"] = probs
     return classes, confidence, info
 
 
@@ -190,13 +195,16 @@ def map_scene(
     overwrite: bool = False,
     progress: bool = True,
     members: Sequence[Any] | None = None,
+    probabilities_out: PathLike | None = None,
 ) -> MapResult:
     """Map one scene to a facies COG (+ confidence COG, + .qml); options in `MapConfig`.
 
     Pixels the product's own mask removes are nodata (255). When the product has mask files,
     their QA band (`scenes.masks.QA_*` bits) is written beside the map as `<out stem>_qa.tif`;
     the tags PRODUCT_MASK and SATURATION say which masks were used. `members` (loaded
-    ensemble members) saves reloading the models for every scene.
+    ensemble members) saves reloading the models for every scene. `probabilities_out` also
+    writes the calibrated class probabilities (8 bands, float32, before smoothing): what
+    `products` needs for uncertainties and ``--shadow probabilities``.
     """
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.smoothing import mode_filter
@@ -204,7 +212,8 @@ def map_scene(
 
     t0 = time.perf_counter()
     out = Path(out)
-    for t in [out, out.with_suffix(".qml")] + ([Path(confidence_out)] if confidence_out else []):
+    extra_outs = [Path(p) for p in (confidence_out, probabilities_out) if p]
+    for t in [out, out.with_suffix(".qml"), *extra_outs]:
         if not t.parent.is_dir():
             raise InputError(t.parent, "output folder does not exist")
         if t.exists() and not overwrite:
@@ -227,8 +236,9 @@ def map_scene(
             raise InputError(outlines, "no glacier outline overlaps the scene")
         classes, conf, info = _predict_blocks(
             members, scene, dem, outlines, grid, mask, block_size, tile_size, device,
-            precision, progress, cfg.read,
+            precision, progress, cfg.read, return_probs=probabilities_out is not None,
         )
+        probs = info.pop("probs")
         del mask
         transform, crs = grid.transform, grid.crs
         ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes", "qa")}
@@ -238,9 +248,9 @@ def map_scene(
         stack = build_feature_stack(sc, dem, outlines)
         pred = predict_stack(
             members, stack, buffer_m, tile_size, device, precision, progress=progress,
-            outlines_path=outlines,
+            outlines_path=outlines, return_probs=probabilities_out is not None,
         )
-        classes, conf = pred.classes, pred.confidence
+        classes, conf, probs = pred.classes, pred.confidence, pred.probs
         transform, crs = stack.transform, stack.crs
         ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
                  "notes": scene_notes(sc), "qa": sc.qa}
@@ -264,6 +274,7 @@ def map_scene(
     outputs = write_outputs(
         classes, transform, crs, out, conf, confidence_out, cfg.confidence_dtype, overwrite, meta,
         qa=qa, qa_out=None if qa is None else qa_path(out),
+        probabilities=probs, probabilities_out=probabilities_out,
     )
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],

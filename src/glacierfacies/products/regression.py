@@ -16,6 +16,7 @@ import pandas as pd
 from glacierfacies._io import atomic_output, check_output, to_json
 from glacierfacies.errors import InputError
 from glacierfacies.products import massbalance as mb
+from glacierfacies.products.hemisphere import resolve_hemisphere, season_settings
 from glacierfacies.products.wgms import link_glaciers, wgms_aar_table
 
 __all__ = ["join_balances", "link_products", "run_massbalance", "scatter_panels",
@@ -24,27 +25,50 @@ __all__ = ["join_balances", "link_products", "run_massbalance", "scatter_panels"
 
 # ---------------------------------------------------------------- mass balance
 def select_end_of_season(products: pd.DataFrame, min_observed: float = 0.8,
-                         start_month: int = 10,
-                         season_months: tuple[int, ...] | None = mb.LATE_SEASON_MONTHS,
-                         ) -> pd.DataFrame:
-    """Rows of the end-of-season scene per glacier and hydrological year (+ column ``year``)."""
+                         start_month: int | None = None,
+                         season_months: tuple[int, ...] | None | str = "auto",
+                         rule: str = "robust", hemisphere: str | None = None,
+                         source: Path | None = None) -> pd.DataFrame:
+    """Rows of the end-of-season scene per glacier and balance year (+ column ``year``).
+
+    Season window and hydrological-year start default to the hemisphere's (`hemisphere`,
+    else the table's ``hemisphere`` column; see `hemisphere.resolve_hemisphere`); explicit
+    values apply to every row. `rule` is `massbalance.end_of_season`'s; the chosen rule and
+    window are written in the columns ``end_of_season_rule`` and ``season_months``.
+    """
     ok = products["date"].notna()
     p = products[ok].reset_index(drop=True)
-    idx = mb.end_of_season(p["glacier"].astype(str).to_numpy(),
-                           p["date"].to_numpy().astype("datetime64[D]"),
-                           p["aar"].to_numpy(float), p["observed_fraction"].to_numpy(float),
-                           min_observed=min_observed, start_month=start_month,
-                           season_months=season_months)
-    out = p.iloc[idx].copy()
-    out["year"] = mb.hydrological_year(out["date"].to_numpy().astype("datetime64[D]"),
-                                       start_month)
-    return out.reset_index(drop=True)
+    if season_months == "auto" or start_month is None:
+        p["hemisphere"] = resolve_hemisphere(p, hemisphere, source).to_numpy()
+    elif hemisphere not in (None, "auto"):
+        p["hemisphere"] = hemisphere
+    parts = []
+    groups = p.groupby("hemisphere", sort=True) if "hemisphere" in p.columns else [(None, p)]
+    for hemi, part in groups:
+        months, start = ((season_months, start_month) if hemi is None
+                         else season_settings(hemi, season_months, start_month))
+        dates = part["date"].to_numpy().astype("datetime64[D]")
+        unc = part["aar_unc"].to_numpy(float) if "aar_unc" in part.columns else None
+        idx = mb.end_of_season(part["glacier"].astype(str).to_numpy(), dates,
+                               part["aar"].to_numpy(float),
+                               part["observed_fraction"].to_numpy(float),
+                               min_observed=min_observed, start_month=start,
+                               season_months=months, rule=rule, aar_unc=unc)
+        sel = part.iloc[idx].copy()
+        sel_dates = sel["date"].to_numpy().astype("datetime64[D]")
+        sel["year"] = (mb.hydrological_year(sel_dates, start) if months is None
+                       else mb.balance_year(sel_dates, months, start))
+        sel["end_of_season_rule"] = rule
+        sel["season_months"] = "any" if months is None else ",".join(map(str, months))
+        parts.append(sel)
+    out = pd.concat(parts) if parts else p.iloc[:0].assign(year=pd.Series(dtype="int64"))
+    return out.sort_values(["glacier", "year"], kind="stable").reset_index(drop=True)
 
 
 def link_products(products: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
     """Record key per product row: by a wgms_id column, else rgi_id, else the glacier name."""
     key = pd.Series(pd.NA, index=products.index, dtype="string")
-    for c in ("wgms_id", "sgi_id", "rgi_id", "glacier", "name"):
+    for c in ("wgms_id", "sgi_id", "rgi6_id", "rgi_id", "glacier", "name"):
         if c in products.columns and key.isna().any():
             vals = products[c].astype("string")
             if c == "wgms_id":
@@ -111,9 +135,13 @@ def run_massbalance(
     source: Path,
     min_years: int = 8,
     min_observed: float = 0.8,
-    start_month: int = 10,
+    start_month: int | None = None,
     guards: bool = True,
-    season_months: tuple[int, ...] | None = mb.LATE_SEASON_MONTHS,
+    season_months: tuple[int, ...] | None | str = "auto",
+    rule: str = "robust",
+    hemisphere: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
     *,
     overwrite: bool = False,
 ) -> dict:
@@ -122,8 +150,10 @@ def run_massbalance(
     `products=None` uses the records' own AAR and ELA as the products (the ceiling a
     satellite AAR could reach). OUT_DIR gets ``stats.json`` (strict JSON: NaN -> null),
     ``per_glacier.csv`` and ``glacier_years.csv`` (joined table with held-out predictions);
-    `workflow.figures.massbalance_figures` adds the ``scatter_*.png`` from them. An
-    existing OUT_DIR is an InputError unless `overwrite` (then it is replaced whole).
+    `workflow.figures.massbalance_figures` adds the ``scatter_*.png`` from them. Held-out r
+    and RMSE carry bootstrap intervals over glacier-years (`n_boot` resamples, `seed`; 0
+    resamples: none). An existing OUT_DIR is an InputError unless `overwrite` (then it is
+    replaced whole).
     """
     out_dir = check_output(out_dir, overwrite=overwrite)
     if products is None:
@@ -134,10 +164,12 @@ def run_massbalance(
         table["record_aar"] = table["aar"]
         n_selected = len(table)
     else:
-        selected = select_end_of_season(products, min_observed, start_month, season_months)
+        selected = select_end_of_season(products, min_observed, start_month, season_months,
+                                        rule, hemisphere, source)
         if selected.empty:
             raise InputError(source, f"no scene has observed_fraction >= {min_observed}, "
-                                     f"a finite AAR and a month in {season_months}")
+                                     f"a finite AAR and a month in the season window "
+                                     f"({season_months})")
         n_selected = len(selected)
         table = join_balances(selected, records, source)
     g = (mb.RegressionGuards(min_years=min_years) if guards
@@ -151,7 +183,7 @@ def run_massbalance(
         if ok.sum() < 3 or pd.Series(table["glacier"][ok]).nunique() < 1:
             continue
         res = mb.regress(x, table["annual_balance_mwe"].to_numpy(float),
-                         table["glacier"].astype(str).to_numpy(), product, g)
+                         table["glacier"].astype(str).to_numpy(), product, g, n_boot, seed)
         results[product] = res
         table[f"pred_global_{product}"] = res.global_predicted
         table[f"pred_glacier_{product}"] = res.per_glacier_predicted
@@ -165,9 +197,10 @@ def run_massbalance(
         "n_glacier_years": int(len(table)),
         "n_glaciers": int(table["glacier"].nunique()),
         "min_observed": min_observed,
-        "hydrological_year_start_month": start_month,
-        "season_months": list(season_months) if season_months else "any",
+        **({} if products is None else _season_stats(table, rule)),
         "scores": "r and RMSE pooled over all held-out predictions",
+        "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "over": "glacier-years",
+                      "interval": "2.5-97.5 percentiles (r_ci95, rmse_mwe_ci95)"},
         "regressions": {k: v.to_dict() for k, v in results.items()},
     }
     per_glacier = pd.DataFrame([
@@ -186,15 +219,29 @@ def run_massbalance(
     return stats
 
 
+def _season_stats(table: pd.DataFrame, rule: str) -> dict:
+    """How the end-of-season scenes were chosen, per hemisphere (for stats.json)."""
+    hemi = table["hemisphere"] if "hemisphere" in table.columns else pd.Series(
+        "given", index=table.index)
+    windows = {str(h): sorted(set(table.loc[hemi == h, "season_months"].astype(str)))
+               for h in sorted(set(hemi))} if "season_months" in table.columns else {}
+    return {"end_of_season_rule": rule,
+            "hemispheres": {str(k): int(v) for k, v in hemi.value_counts().items()},
+            "season_months": windows,
+            "balance_year": "the hydrological year in which the scene's season window opens"}
+
+
 def massbalance_summary_lines(stats: dict) -> list[str]:
     """Human summary of `run_massbalance` stats for the CLI."""
     lines = [f"{stats['n_glacier_years']} glacier-years of {stats['n_glaciers']} glaciers "
              f"({stats['product_source']})"]
     for k, r in stats["regressions"].items():
         gl, pg = r["global_leave_one_glacier_out"], r["per_glacier_leave_one_year_out"]
-        lines.append(f"balance ~ {k}: global leave-one-glacier-out r {gl['r']:.3f} RMSE "
-                     f"{gl['rmse_mwe']:.3f} m w.e. (n {gl['n']}); per-glacier leave-one-year-out"
-                     f" r {_f(pg['r'])} RMSE {_f(pg['rmse_mwe'])} (n {pg['n']}, "
+        lines.append(f"balance ~ {k}: global leave-one-glacier-out r {_f(gl['r'])}"
+                     f"{_ci(gl.get('r_ci95'))} RMSE {_f(gl['rmse_mwe'])}"
+                     f"{_ci(gl.get('rmse_mwe_ci95'))} m w.e. (n {gl['n']}); per-glacier "
+                     f"leave-one-year-out r {_f(pg['r'])}{_ci(pg.get('r_ci95'))} RMSE "
+                     f"{_f(pg['rmse_mwe'])}{_ci(pg.get('rmse_mwe_ci95'))} (n {pg['n']}, "
                      f"{r['n_fitted']} fitted, {len(r['guarded'])} guarded, "
                      f"{len(r['skipped'])} skipped)")
     return lines
@@ -203,3 +250,6 @@ def massbalance_summary_lines(stats: dict) -> list[str]:
 def _f(v) -> str:
     return "nan" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
+
+def _ci(ci) -> str:
+    return "" if not ci or ci[0] is None else f" [{_f(ci[0])}, {_f(ci[1])}]"

@@ -21,13 +21,14 @@ from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
+from glacierfacies.products.hemisphere import outline_hemispheres
 from glacierfacies.scenes.grid import Grid
 
 __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
            "scene_metadata", "write_products"]
 
 
-CARRY_COLUMNS = ("rgi_id", "wgms_id", "name", "region")
+CARRY_COLUMNS = ("rgi_id", "glims_id", "wgms_id", "name", "region")
 
 
 #: What each row says of the product's own masks: the mask the map was made with (its
@@ -147,6 +148,7 @@ def compute_products(
     asks for it. `scene_override` (scene_id/date/sensor) applies to a single map only.
     """
     config = config or mb.ProductConfig()
+    check_product_inputs(config, dem, probabilities)
     gdf = read_outlines(outlines)
     col = find_id_column(gdf, path=outlines, id_column=id_column)
     if scene_override and any(scene_override.values()) and len(maps) > 1:
@@ -171,8 +173,19 @@ def compute_products(
     columns = ["glacier", *[c for c in CARRY_COLUMNS if c in gdf.columns and c != col],
                "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *QA_COLUMNS]
     table = pd.DataFrame(rows, columns=[*columns, "_row"])
-    geometry = gdf.geometry.iloc[table["_row"].to_numpy()].to_numpy() if len(table) else []
-    return gpd.GeoDataFrame(table.drop(columns="_row"), geometry=list(geometry), crs=gdf.crs)
+    geometry = gdf.geometry.iloc[table["_row"].to_numpy()] if len(table) else gdf.geometry[:0]
+    table["hemisphere"] = outline_hemispheres(geometry)
+    return gpd.GeoDataFrame(table.drop(columns="_row"), geometry=list(geometry.to_numpy()),
+                            crs=gdf.crs)
+
+
+def check_product_inputs(config: mb.ProductConfig, dem, probabilities) -> None:
+    """No silent switch of method: the shadow method's inputs must be there."""
+    if config.shadow == "snowline" and dem is None:
+        raise InputError(None, "--shadow snowline needs --dem (shadowed pixels take the side "
+                               "of the snowline they lie on); give --dem or --shadow exclude")
+    if config.shadow == "probabilities" and not (probabilities and any(probabilities)):
+        raise InputError(None, "--shadow probabilities needs --probabilities for every map")
 
 
 def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_override):
@@ -286,16 +299,25 @@ def products_sidecar(dest: str | Path) -> Path:
 PRODUCT_REQUIRED = ("glacier", "scene_id", "date", "aar", "observed_fraction")
 
 
-def read_products(path: str | Path) -> pd.DataFrame:
-    """A products table (.gpkg or .csv) with at least the `PRODUCT_REQUIRED` columns."""
+def read_products(path: str | Path, with_geometry: bool = False) -> pd.DataFrame:
+    """A products table (.gpkg or .csv) with at least the `PRODUCT_REQUIRED` columns.
+
+    A GeoPackage's outline geometry gives the ``hemisphere`` column where it is missing;
+    `with_geometry` keeps the geometry (a GeoDataFrame, for outline-overlap linking).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "products file not found")
     try:
         if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, dtype={"glacier": str, "wgms_id": str, "rgi_id": str})
+            df = pd.read_csv(path, dtype={"glacier": str, "wgms_id": str, "rgi_id": str,
+                                          "glims_id": str})
         else:
-            df = pd.DataFrame(gpd.read_file(path).drop(columns="geometry", errors="ignore"))
+            gdf = gpd.read_file(path)
+            if "hemisphere" not in gdf.columns and gdf.crs is not None and len(gdf):
+                gdf["hemisphere"] = outline_hemispheres(gdf.geometry)
+            df = gdf if with_geometry else pd.DataFrame(gdf.drop(columns="geometry",
+                                                                 errors="ignore"))
     except Exception as exc:
         raise InputError(path, f"not a readable products table ({str(exc).splitlines()[0]})"
                          ) from None

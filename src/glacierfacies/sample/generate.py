@@ -64,13 +64,16 @@ flipped_labels.csv point_id, true_class, given_class of the wrong labels
 truth/             class_<scene_id>.tif: true class map (uint8 codes in classes.py order,
                    255 = not a labelled surface), facies_<scene_id>.tif: the surface under
                    cloud and shadow, aar_truth.csv: per glacier and scene the true AAR
-                   ((snow + firn) / glacier area seen through clouds; aar_full ignores cloud),
-                   aar_with_refrozen, observed_fraction, snowline_m, firnline_m;
-                   mass_balance_model.csv: the per-glacier relation used for wgms/
+                   (snow / glacier area seen through clouds: firn exposed below the snowline
+                   is ablation area; aar_full ignores cloud), aar_snow_firn, aar_with_refrozen
+                   (snow + refrozen-like), observed_fraction, snowline_m (lower limit of snow)
+                   and firnline_m (lower limit of snow + firn), the generator's own lines
+                   before any noise; mass_balance_model.csv: the per-glacier relation used
+                   for wgms/
 wgms/              WGMS FoG-layout tables, 2004-2023: WGMS-FoG-2021-05-E-MASS-BALANCE-OVERVIEW.csv
                    (ELA, AAR in percent) and mbdata/mbdata_WGMS-NNNNN.csv (balances in mm w.e.);
                    annual balance = slope * (AAR - AAR0) + noise; in 2022 and 2023 AAR equals
-                   aar_full of the end-of-season scene
+                   aar_full of the end-of-season scene (snow only) and ELA its snowline_m
 """
 
 
@@ -117,7 +120,7 @@ def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
     glacier_mask = world.glacier > 0
     _, (ir, ic) = ndimage.distance_transform_edt(~glacier_mask, return_indices=True)
     nearest = world.glacier[ir, ic]
-    facies_codes = {class_index(n) for n in ("snow", "firn")}
+    snow_code, firn_code = class_index("snow"), class_index("firn")
     refrozen = class_index("refrozen-like")
     cloud_code, shadow_code = class_index("cloud"), class_index("shadow")
 
@@ -160,7 +163,8 @@ def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
             for gi in range(1, len(world.specs) + 1):
                 gl = world.glacier == gi
                 seen = gl & valid & (classes != cloud_code)
-                acc = np.isin(facies, list(facies_codes))
+                acc = facies == snow_code  # snow only: exposed firn is ablation area
+                snow_firn = acc | (facies == firn_code)
                 n_gl, n_seen = int(gl.sum()), int(seen.sum())
                 aar_full = float((gl & acc).sum() / n_gl)
                 aar_rows.append({
@@ -168,6 +172,7 @@ def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
                     "scene_id": spec.scene_id, "date": spec.date, "sensor": spec.sensor,
                     "end_of_season": spec.season == "end",
                     "aar": round(float((seen & acc).sum() / max(n_seen, 1)), 8),
+                    "aar_snow_firn": round(float((seen & snow_firn).sum() / max(n_seen, 1)), 8),
                     "aar_with_refrozen": round(float((seen & (acc | (facies == refrozen))).sum()
                                                      / max(n_seen, 1)), 8),
                     "aar_full": round(aar_full, 8),
@@ -177,7 +182,7 @@ def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
                     "glacier_area_km2": n_gl * PIXEL_M**2 / 1e6,
                 })
                 if spec.season == "end":
-                    end_truth[(gi, spec.year)] = (round(aar_full, 8), state.firnline[gi], spec.date)
+                    end_truth[(gi, spec.year)] = (round(aar_full, 8), state.snowline[gi], spec.date)
 
         # labels: ids, ~10% flips, GeoPackage + record
         n = len(labels)

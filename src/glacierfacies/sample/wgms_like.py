@@ -27,7 +27,8 @@ MB_SLOPE_MWE, MB_AAR0, MB_NOISE_MWE = 3.0, 0.55, 0.2
 
 def _write_wgms(folder: Path, world: _World, end_truth: dict[tuple[int, int], tuple[float, float, str]],
                 rng: np.random.Generator) -> list[dict]:
-    """FoG-layout overview and mbdata tables, 2004-2023; scene years carry the scenes' AAR."""
+    """FoG-layout overview and mbdata tables, 2004-2023; scene years carry the scenes'
+    snow-only AAR and their snowline as ELA (the WGMS definitions)."""
     (folder / "mbdata").mkdir(parents=True)
     overview = [_fmt_csv_row(_OVERVIEW_COLUMNS)]
     params = []

@@ -336,14 +336,14 @@ class _DateState:
     surface: np.ndarray  # (H, W) uint8 index into _SURFACES for every pixel
     cloud_field: np.ndarray  # (H, W) float32, opacity = clip((field - thr) / width + .5, 0, 1)
     cloud_thr: float
-    snowline: dict[int, float]  # glacier -> transient snowline (m)
-    firnline: dict[int, float]  # glacier -> lower limit of snow + firn (m)
+    snowline: dict[int, float]  # glacier -> transient snowline: lower limit of snow (m)
+    firnline: dict[int, float]  # glacier -> firn line: lower limit of snow + firn (m)
 
 
 def _zonation(world: _World, season: str, firnline: dict[int, float], snowline: dict[int, float],
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Facies class map (glacier + lake) and the surface type of every pixel on one date."""
-    z_eff = world.dem + 30 * _noise(rng, 6)
+    z_eff = world.dem + 20 * _noise(rng, 4)  # patchy lines around the generator's own
     patch = _noise(rng, 3)
     g = world.glacier
     on = g > 0
@@ -356,9 +356,11 @@ def _zonation(world: _World, season: str, firnline: dict[int, float], snowline: 
     facies = np.full(g.shape, NODATA_CLASS, np.uint8)
     facies[on] = class_index("ice")
     if season == "end":
+        # firn exposed between the firn line and the snowline; refrozen-like patches
+        # (superimposed ice) in a band just below the firn line
         firn = on & ~snow & (z_eff > firn_z)
         facies[firn] = class_index("firn")
-        refrozen = on & (z_eff > firn_z - 60) & (z_eff <= snow_z + 20) & (patch > 1.0)
+        refrozen = on & ~snow & ~firn & (z_eff > firn_z - 60) & (patch > 1.0)
     else:
         refrozen = on & ~snow & (z_eff > snow_z - 50) & (patch > -0.4)
     facies[snow] = class_index("snow")
@@ -413,26 +415,38 @@ def _opacity(field: np.ndarray, thr: float, shift: tuple[int, int] = (0, 0)) -> 
     return np.clip((f - thr) / (0.4 * thr) + 0.5, 0, 1).astype(np.float32)
 
 
+#: End-of-season snow-only AAR range per scene year: both years are negative (AAR below
+#: the balance model's AAR0 of about 0.55), so firn lies exposed below the snowline.
+END_SNOW_AAR: dict[int, tuple[float, float]] = {2022: (0.10, 0.28), 2023: (0.18, 0.40)}
+
+
 def _date_states(world: _World, rng: np.random.Generator) -> dict[str, _DateState]:
-    """Snow/firn lines per glacier and date (rising through summer), facies, clouds."""
+    """Snowline and firn line per glacier and date (the generator's own parameters, before
+    any noise: what truth/aar_truth.csv records), facies, clouds.
+
+    At the end of the (negative) ablation season the snowline sits at the end-of-season
+    snow-only AAR and firn lies exposed 60-150 m below it; early in the summer fresh snow
+    still covers the firn, so the firn line is the snowline.
+    """
     states: dict[str, _DateState] = {}
     for year in sorted({s.year for s in _SCENES}):
-        end_aar = {2022: (0.12, 0.32), 2023: (0.22, 0.45)}.get(year, (0.2, 0.45))
+        end_aar = END_SNOW_AAR.get(year, (0.15, 0.40))
         firn_end, snow_end = {}, {}
         for gi in range(1, len(world.specs) + 1):
             z = np.sort(world.dem[world.glacier == gi])
             target = rng.uniform(*end_aar)
-            firn_end[gi] = float(np.quantile(z, 1 - target))
-            snow_end[gi] = float(min(firn_end[gi] + rng.uniform(60, 150), np.quantile(z, 0.93)))
+            snow_end[gi] = float(np.quantile(z, 1 - target))
+            firn_end[gi] = float(max(snow_end[gi] - rng.uniform(60, 150),
+                                     np.quantile(z, 0.05)))
         for spec in sorted({s.date: s for s in _SCENES if s.year == year}.values(),
                            key=lambda s: s.time):
             if spec.season == "end":
                 firn, snow = firn_end, snow_end
             else:
                 snow = {}
-                for gi in firn_end:
+                for gi in snow_end:
                     z_min = float(world.dem[world.glacier == gi].min())
-                    snow[gi] = max(firn_end[gi] - rng.uniform(250, 400), z_min + 120)
+                    snow[gi] = max(snow_end[gi] - rng.uniform(320, 520), z_min + 120)
                 firn = dict(snow)
             facies, surface = _zonation(world, spec.season, firn, snow, rng)
             field, thr = _cloud_field(world, rng)

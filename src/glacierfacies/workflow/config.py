@@ -40,6 +40,7 @@ class RunConfig:
     smoothing: bool = True
     min_observed: float = 0.8
     include_refrozen: bool = False
+    accumulation: str = "snow"  # "snow" (end-of-season snow cover) or "snow+firn"
     min_years: int = 8
     # how scenes are read (as the commands' --band-map, --scale, ...; see ReadOptions)
     band_map: str | dict[str, int] | None = None
@@ -86,7 +87,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
                 *_READ_KEYS),
     "train": ("training", "training_preset", "seed"),
     "maps": ("buffer", "tile_size", "smoothing", *_READ_KEYS),
-    "products": ("min_observed", "include_refrozen"),
+    "products": ("min_observed", "include_refrozen", "accumulation"),
     "massbalance": ("wgms", "min_years", "min_observed"),
     "report": (),
 }

@@ -170,18 +170,53 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
     if products_csv.is_file():
         prod = pd.read_csv(products_csv, dtype={"glacier": str})
         ts = timeseries_png(prod, fig_dir / "aar_snowline_timeseries.png", cfg.min_observed)
-        paras = ["AAR = (snow + firn) / observed glacier area; shadowed glacier pixels take the "
-                 "side of the snowline they lie on; cloud and nodata are unobserved."]
+        acc = "snow" if cfg.accumulation == "snow" else "snow + firn"
+        paras = [f"AAR = {acc} / observed glacier area (end-of-season snow cover: firn exposed "
+                 "below the snowline is ablation area; <code>aar_snow_firn</code> counts both); "
+                 "snowline = lower limit of snow, firn line = lower limit of snow + firn; "
+                 "shadowed glacier pixels take the side of the line they lie on; cloud and "
+                 "nodata are unobserved. Uncertainties (one standard uncertainty) from the "
+                 "calibrated class probabilities, drawn with errors correlated over 330 m "
+                 "blocks."]
         truth = products_summary.get("aar_vs_truth")
         if truth:
             paras.append(f"Against the sample's true AAR where ≥ {cfg.min_observed:.0%} of the "
                          f"glacier is observed: {truth['within_0.05']} of {truth['n']} "
                          f"glacier-scenes within 0.05, median error "
-                         f"{_fmt(truth['median_abs_error'])}, max {_fmt(truth['max_abs_error'])}.")
-        cols = [c for c in ("glacier", "date", "sensor", "observed_fraction", "aar", "snowline_m",
-                            "snowline_unc_m", "mean_confidence") if c in prod.columns]
+                         f"{_fmt(truth['median_abs_error'])}, max {_fmt(truth['max_abs_error'])}"
+                         + (f"; {truth['within_2_unc']} within twice their uncertainty."
+                            if "within_2_unc" in truth else "."))
+        eos = products_summary.get("end_of_season_vs_truth")
+        eos_tables = []
+        if eos and eos.get("n"):
+            parts = []
+            for col, label, unit in (("snowline_m", "snowline", " m"),
+                                     ("firnline_m", "firn line", " m"), ("aar", "AAR", "")):
+                e = eos[col]
+                parts.append(f"{label} {e['within_tolerance']}/{eos['n']} within "
+                             f"{_fmt(eos['tolerance'][col], 2 if col == 'aar' else 0)}{unit} "
+                             f"(max error {_fmt(e['max_abs_error'], 3 if col == 'aar' else 1)}"
+                             f"{unit})")
+            paras.append("End of season (one scene per glacier and balance year, observed "
+                         f"≥ {cfg.min_observed:.0%}, chosen by the robust rule) against the "
+                         "sample's own snowline and firn line (the generator's parameters) and "
+                         "its true snow-only AAR: " + "; ".join(parts) + ".")
+            rows = pd.DataFrame(eos["rows"])
+            if len(rows):
+                rows["snowline error (m)"] = rows["snowline_m"] - rows["snowline_m_true"]
+                rows["firn-line error (m)"] = rows["firnline_m"] - rows["firnline_m_true"]
+                rows["AAR error"] = rows["aar"] - rows["aar_true"]
+                keep = ["glacier", "year", "date", "sensor", "observed_fraction", "snowline_m",
+                        "snowline_m_true", "snowline error (m)", "snowline_unc_m",
+                        "firnline_m", "firnline_m_true", "firn-line error (m)",
+                        "firnline_unc_m", "aar", "aar_true", "AAR error", "aar_unc"]
+                eos_tables.append(table_html(rows[keep].round(3)))
+        cols = [c for c in ("glacier", "date", "sensor", "observed_fraction", "aar", "aar_unc",
+                            "aar_snow_firn", "snowline_m", "snowline_unc_m", "firnline_m",
+                            "firnline_unc_m", "mean_confidence") if c in prod.columns]
         sections.append(Section("Glacier products", paras,
-                                [table_html(prod[cols].sort_values(["glacier", "date"]))],
+                                [*eos_tables,
+                                 table_html(prod[cols].sort_values(["glacier", "date"]))],
                                 [Figure("AAR and snowline altitude", ts)]))
 
     # mass balance
@@ -195,7 +230,9 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                                 "per glacier, leave-one-year-out")):
                 s = r.get(key) or {}
                 rows.append({"product": product, "model": label, "n": s.get("n"),
-                             "r": s.get("r"), "RMSE (m w.e.)": s.get("rmse_mwe"),
+                             "r": s.get("r"), "r 95%": _interval(s.get("r_ci95")),
+                             "RMSE (m w.e.)": s.get("rmse_mwe"),
+                             "RMSE 95%": _interval(s.get("rmse_mwe_ci95")),
                              "slope": s.get("slope"), "intercept": s.get("intercept"),
                              "p-value": s.get("p_value")})
         mfigs = [Figure(p.stem.replace("_", " "), shutil.copy(p, fig_dir / p.name))
@@ -203,8 +240,9 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
         sections.append(Section(
             "Mass balance",
             [f"{stats.get('n_glacier_years')} glacier-years of {stats.get('n_glaciers')} "
-             "glaciers: the end-of-season scene of each glacier and hydrological year against "
-             "the WGMS annual balance. Scores are cross-validated (held-out predictions)."],
+             "glaciers: the end-of-season scene of each glacier and balance year against "
+             "the WGMS annual balance. Scores are cross-validated (held-out predictions), "
+             "with 95% bootstrap intervals over glacier-years."],
             [table_html(pd.DataFrame(rows))], mfigs))
 
     # configuration
@@ -226,3 +264,6 @@ def html_path(p: Path) -> str:
 
     return html.escape(str(p))
 
+
+def _interval(ci) -> str:
+    return "" if not ci or ci[0] is None else f"{ci[0]:.3f} – {ci[1]:.3f}"

@@ -56,8 +56,10 @@ def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
         stem = scene_stem(scene)
         facies = get_filepath("facies_map", out, stem=stem)
         conf = get_filepath("confidence_map", out, stem=stem)
+        prob = get_filepath("probabilities_map", out, stem=stem)
         res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, config=cfg.map_config,
-                        confidence_out=conf, overwrite=True, members=members, progress=False)
+                        confidence_out=conf, overwrite=True, members=members, progress=False,
+                        probabilities_out=prob)
         done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
                      "classified_px": res.n_classified})
     return {"maps": done}
@@ -71,9 +73,12 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     from glacierfacies.products.massbalance import ProductConfig
     from glacierfacies.products.table import compute_products, write_products
 
-    pcfg = ProductConfig(refrozen_is_accumulation=cfg.include_refrozen)
+    pcfg = ProductConfig(refrozen_is_accumulation=cfg.include_refrozen,
+                         accumulation=cfg.accumulation)
     maps = _map_files(out)
-    table = compute_products(maps, inputs.outlines, inputs.dem, pcfg)
+    probs = [p.with_name(p.name.replace("_facies.tif", "_probabilities.tif")) for p in maps]
+    table = compute_products(maps, inputs.outlines, inputs.dem, pcfg,
+                             probabilities=[p if p.is_file() else None for p in probs])
     get_filepath("products", out).mkdir(exist_ok=True)
     write_products(table, get_filepath("products_gpkg", out), pcfg, overwrite=True)
     write_products(table, get_filepath("products_csv", out), pcfg, overwrite=True)
@@ -81,6 +86,8 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     if inputs.truth is not None and (inputs.truth / "aar_truth.csv").is_file():
         summary["aar_vs_truth"] = compare_aar_with_truth(table, inputs.truth / "aar_truth.csv",
                                                          cfg.min_observed)
+        summary["end_of_season_vs_truth"] = compare_end_of_season_with_truth(
+            table, inputs.truth / "aar_truth.csv", cfg.min_observed)
     return summary
 
 
@@ -93,9 +100,56 @@ def compare_aar_with_truth(table, truth_csv: Path, min_observed: float) -> dict[
     merged = pd.DataFrame(table).merge(truth, on=["glacier", "scene_id"], suffixes=("", "_true"))
     ok = merged[merged["observed_fraction_true"] >= min_observed]
     err = (ok["aar"] - ok["aar_true"]).abs()
-    return {"n": int(len(ok)), "max_abs_error": float(err.max()) if len(ok) else float("nan"),
-            "median_abs_error": float(np.median(err)) if len(ok) else float("nan"),
-            "within_0.05": int((err <= 0.05).sum())}
+    out = {"n": int(len(ok)), "max_abs_error": float(err.max()) if len(ok) else float("nan"),
+           "median_abs_error": float(np.median(err)) if len(ok) else float("nan"),
+           "within_0.05": int((err <= 0.05).sum())}
+    if "aar_unc" in ok.columns and ok["aar_unc"].notna().any():
+        out["within_2_unc"] = int((err <= 2 * ok["aar_unc"]).sum())
+    return out
+
+
+#: Tolerances of the end-of-season comparison with the sample's truth (issue 14).
+TRUTH_TOLERANCE = {"snowline_m": 30.0, "firnline_m": 30.0, "aar": 0.05}
+
+
+def compare_end_of_season_with_truth(table, truth_csv: Path, min_observed: float
+                                     ) -> dict[str, Any]:
+    """End-of-season snowline, firn line and snow-only AAR of every glacier-year (scenes
+    observed >= `min_observed`, chosen as `massbalance` chooses them) against the sample's
+    true lines (the generator's parameters) and true AAR."""
+    import numpy as np
+    import pandas as pd
+
+    from glacierfacies.products.regression import select_end_of_season
+
+    truth = pd.read_csv(truth_csv, dtype={"glacier": str, "scene_id": str})
+    prod = pd.DataFrame(table).drop(columns="geometry", errors="ignore")
+    prod["date"] = pd.to_datetime(prod["date"])
+    sel = select_end_of_season(prod, min_observed)
+    m = sel.merge(truth, on=["glacier", "scene_id"], suffixes=("", "_true"))
+    out: dict[str, Any] = {"n": int(len(m)), "tolerance": TRUTH_TOLERANCE, "rows": []}
+    for col, tol in TRUTH_TOLERANCE.items():
+        err = (m[col] - m[f"{col}_true"]).to_numpy(float)
+        a = np.abs(err)
+        unc = m.get(f"{col.removesuffix('_m')}_unc_m" if col != "aar" else "aar_unc")
+        out[col] = {
+            "max_abs_error": float(np.nanmax(a)) if a.size else float("nan"),
+            "median_abs_error": float(np.nanmedian(a)) if a.size else float("nan"),
+            "within_tolerance": int((a <= tol).sum()),
+            "within_2_unc": (int((a <= 2 * unc.to_numpy(float)).sum())
+                             if unc is not None else None),
+        }
+    for r in m.itertuples():
+        out["rows"].append({
+            "glacier": r.glacier, "year": int(r.year), "date": f"{r.date:%Y-%m-%d}",
+            "sensor": r.sensor, "observed_fraction": float(r.observed_fraction),
+            **{f"{c}": float(getattr(r, c)) for c in TRUTH_TOLERANCE},
+            **{f"{c}_true": float(getattr(r, f"{c}_true")) for c in TRUTH_TOLERANCE},
+            "aar_unc": float(r.aar_unc), "snowline_unc_m": float(r.snowline_unc_m),
+            "firnline_unc_m": float(r.firnline_unc_m)})
+    out["all_within_tolerance"] = bool(all(out[c]["within_tolerance"] == out["n"]
+                                           for c in TRUTH_TOLERANCE)) and out["n"] > 0
+    return out
 
 
 def stage_massbalance(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
