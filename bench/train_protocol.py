@@ -152,6 +152,8 @@ def run_train(dataset: Path, run: Path, epochs: int, device: str, extra: str) ->
             "epoch_all_folds_median_s": sum(statistics.median(f) for f in timed),
             "epochs_timed": min(len(f) for f in timed),
             "first_epoch_all_folds_s": sum(f[0] for f in folds),
+            "first_epoch_per_fold_s": [f[0] for f in folds],
+            "mean_epoch_per_fold_s": [statistics.fmean(f) for f in timed],
         }
     epoch_pair = rounds[1]["epoch_all_folds_s"] + rounds[2]["epoch_all_folds_s"]
     fixed = wall - epochs * epoch_pair

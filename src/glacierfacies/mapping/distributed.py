@@ -74,7 +74,10 @@ def map_many(
 
     Scenes whose map already exists are skipped (atomic writes: exists == finished), so a
     rerun after an interruption maps only the missing ones. A scene that raises is retried
-    once by Dask and then reported as failed; bad input is reported without a retry.
+    once by Dask and then reported as failed; bad input is reported without a retry. A
+    worker lost mid-scene (killed, pre-empted) is replaced by the scheduler: its scenes run
+    again on the workers left, and its half-written temporary files are removed at the end.
+    See docs/dask.md for running on an existing cluster (SSH, Kubernetes, HPC queues).
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -138,5 +141,22 @@ def map_many(
                 bar.update(1)
         if bar is not None:
             bar.close()
+    _remove_stale_temporaries(jobs, out_dir)
     return ManyResult(records)
+
+
+def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
+    """Temporary files (`_io.atomic_output`) left by a worker that was killed mid-write."""
+    import shutil
+
+    for job in jobs:
+        for target in (job["out"], job["confidence_out"]):
+            if target is None:
+                continue
+            for name in (Path(target).name, Path(target).with_suffix(".qml").name):
+                for tmp in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
+                    if tmp.is_dir():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
 
