@@ -18,7 +18,17 @@ from typing import Any
 
 from glacierfacies.errors import InputError
 
-__all__ = ["atomic_output", "json_default", "save_figure", "to_json", "write_json", "write_text"]
+__all__ = ["atomic_output", "check_output_folder", "json_default", "save_figure", "to_json",
+           "write_json", "write_text"]
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """InputError unless `folder` is an existing folder (missing, or a file in the way)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "output folder does not exist" if not folder.exists()
+                         else "is not a folder (cannot write inside a file)")
+    return folder
 
 
 @contextlib.contextmanager
@@ -28,8 +38,7 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     Works for files and folders (the block creates whichever it wants at the yielded path).
     """
     dest = Path(dest)
-    if not dest.parent.exists():
-        raise InputError(dest.parent, "output folder does not exist")
+    check_output_folder(dest.parent)
     if dest.exists() and not overwrite:
         raise InputError(dest, "output exists; pass --overwrite to replace it")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.cli.main import cli
 from glacierfacies.errors import InputError
 
@@ -35,8 +36,7 @@ def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
 
     if output.exists() and not overwrite:
         raise InputError(output, "output exists; pass --overwrite to replace it")
-    if not output.parent.exists():
-        raise InputError(output.parent, "output folder does not exist")
+    check_output_folder(output.parent)
     try:
         bmap = parse_band_map(band_map) if band_map else None
     except ValueError as exc:

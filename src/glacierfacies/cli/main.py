@@ -7,7 +7,7 @@ import sys
 import click
 
 from glacierfacies import __version__
-from glacierfacies.errors import InputError
+from glacierfacies.errors import GlacierFaciesError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,8 +38,13 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code or 2)
-    except InputError as exc:
+    except GlacierFaciesError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # file system refusals (permissions, full disk, a file as folder)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        text = exc.strerror or str(exc)
+        click.echo(f"error: {where}{text}".splitlines()[0], err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

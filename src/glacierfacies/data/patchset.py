@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.data.folds import validation_fold
 from glacierfacies.errors import InputError
@@ -154,8 +155,15 @@ class PatchSet:
             meta = json.loads((path / "meta.json").read_text())
         except json.JSONDecodeError as exc:
             raise InputError(path / "meta.json", f"invalid JSON: {exc}") from None
-        patches = np.load(path / "patches.npy", mmap_mode="r" if mmap else None)
-        table = pd.read_parquet(path / "table.parquet")
+        try:
+            patches = np.load(path / "patches.npy", mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as exc:  # e.g. cut short by an interrupted write
+            raise InputError(path / "patches.npy", f"cannot read patches ({exc})") from None
+        try:
+            table = pd.read_parquet(path / "table.parquet")
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+            raise InputError(path / "table.parquet",
+                             f"cannot read table ({str(exc).splitlines()[0]})") from None
         class_names = tuple(meta["class_names"])
         try:
             labels = labels_from_names(table["class"].tolist(), class_names)
@@ -296,8 +304,7 @@ class PatchSetWriter:
         self._finished = False
 
     def __enter__(self) -> PatchSetWriter:
-        if not self.dest.parent.exists():
-            raise InputError(self.dest.parent, "output folder does not exist")
+        check_output_folder(self.dest.parent)
         if self.dest.exists() and not self.overwrite:
             raise InputError(self.dest, "output exists; pass --overwrite to replace it")
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", suffix=".tmp",

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.mapping.scene_map import map_scene, output_paths, scene_stem
+from glacierfacies.model.card import load_members
 
 
 def _map_task(kwargs: dict) -> dict:
@@ -82,8 +84,7 @@ def map_many(
     from dask.distributed import Client, LocalCluster, as_completed
 
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise InputError(out_dir, "output folder does not exist")
+    check_output_folder(out_dir)
     if workers < 1:
         raise InputError(None, f"--workers must be >= 1, got {workers}")
     config = (config or MapConfig()).check()
@@ -93,6 +94,7 @@ def map_many(
     for m in models:
         if not Path(m).exists():
             raise InputError(m, "model file does not exist")
+    load_members(models)  # a bad or mismatched model fails once here, not once per scene
     records: list[dict] = []
     jobs = []
     for scene in scenes:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import write_outputs
@@ -209,8 +210,7 @@ def map_scene(
     t0 = time.perf_counter()
     out = Path(out)
     for t in [out, out.with_suffix(".qml")] + ([Path(confidence_out)] if confidence_out else []):
-        if not t.parent.is_dir():
-            raise InputError(t.parent, "output folder does not exist")
+        check_output_folder(t.parent)
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
     cfg = (config or MapConfig()).check()

@@ -38,10 +38,10 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, size: int
     """Export a fold model's dense, normalised, calibrated forward to ONNX (dynamic H, W)."""
     import importlib.util
 
+    model, card = load_model(model_path)
     if importlib.util.find_spec("onnx") is None:
         raise InputError(out, "ONNX export needs the optional package onnx "
                               "(pip install 'glacierfacies[onnx]')")
-    model, card = load_model(model_path)
     wrapper = DenseProbabilities(model, card).eval()
     s = max(size, card.patch_size)
     example = torch.zeros(1, len(card.features), s, s)

@@ -105,13 +105,18 @@ class _Data:
     patch_size: int
 
 
-def _prepare(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
+def selected_features(patchset: Any, cfg: TrainConfig) -> tuple[tuple[str, ...], list[int]]:
+    """The features a run trains on and their index in the dataset; InputError if absent."""
     names = tuple(patchset.feature_names)
     wanted = names if cfg.features is None else tuple(cfg.features)
     missing = [n for n in wanted if n not in names]
     if missing:
         raise InputError(None, f"features {missing} are not in the dataset (has {', '.join(names)})")
-    fidx = [names.index(n) for n in wanted]
+    return wanted, [names.index(n) for n in wanted]
+
+
+def _prepare(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
+    wanted, fidx = selected_features(patchset, cfg)
     arr = patchset.patches
     n = arr.shape[0]
     x = torch.empty((n, len(fidx), arr.shape[2], arr.shape[3]), dtype=torch.float32, device=device)

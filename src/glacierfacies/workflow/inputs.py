@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.errors import InputError
 from glacierfacies.tasks import file_signature
 from glacierfacies.workflow.config import Inputs, RunConfig, _resolve_inputs, train_config
@@ -53,8 +54,7 @@ def check_run(cfg: RunConfig, out: Path) -> Inputs | None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder")
-    if not out.parent.is_dir():
-        raise InputError(out.parent, "output folder's parent does not exist")
+    check_output_folder(out.parent)
     train_config(cfg)
     cfg.map_config.check()
     if cfg.uses_sample:
