@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("training: {epochs: 1, width: 8}\n")
+    cfg.write_text("training: {epochs: 1, width: 8, threads: 1}\n")
     out = tmp_path / "out"
     report = run_pipeline(cfg, out, log=lambda m: None)
     assert report == out / "report.html" and report.stat().st_size > 100_000
