@@ -18,16 +18,24 @@ from typing import Any
 
 from glacierfacies.errors import InputError
 
-__all__ = ["atomic_output", "check_output", "json_default", "save_figure", "to_json",
-           "write_json", "write_text"]
+__all__ = ["atomic_output", "check_output", "check_output_folder", "json_default",
+           "save_figure", "to_json", "write_json", "write_text"]
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """InputError unless `folder` is an existing folder (missing, or a file in the way)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "output folder does not exist" if not folder.exists()
+                         else "is not a folder (cannot write inside a file)")
+    return folder
 
 
 def check_output(dest: str | os.PathLike, *, overwrite: bool) -> Path:
     """InputError unless `dest` may be written: its folder exists, and it does not or may be
     replaced. Writers call it before any work, so a refused command writes nothing."""
     dest = Path(dest)
-    if not dest.parent.exists():
-        raise InputError(dest.parent, "output folder does not exist")
+    check_output_folder(dest.parent)
     if dest.exists() and not overwrite:
         raise InputError(dest, "output exists; pass --overwrite to replace it")
     return dest

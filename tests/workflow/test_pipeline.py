@@ -96,3 +96,84 @@ def test_report_embeds_every_figure_and_counts_broken_images(tmp_path):
     payload = text.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(payload) == png.read_bytes()
     assert "data-broken-images" in text and "<h2 id='s0'>Maps</h2>" in text
+
+
+def test_an_edited_input_file_reruns_its_stage_and_says_which(tmp_path):
+    from glacierfacies.workflow.config import Inputs
+
+    labels = tmp_path / "labels.gpkg"
+    labels.write_bytes(b"v1")
+    dem = tmp_path / "dem.tif"
+    dem.write_bytes(b"dem")
+    inputs = Inputs(scenes=[], dem=dem, outlines=dem, labels=labels, wgms=None)
+    log: list[str] = []
+    run = Run(tmp_path, RunConfig(), log=log.append)
+    run.sign_inputs(inputs)
+    run.stage("sample", dict)
+    run.stage("dataset", dict)
+    again = Run(tmp_path, RunConfig(), log=log.append)
+    again.sign_inputs(inputs)
+    assert again.done("sample") and again.done("dataset")
+    labels.write_bytes(b"v2")  # same size, new content (and mtime)
+    edited = Run(tmp_path, RunConfig(), log=log.append)
+    edited.sign_inputs(inputs)
+    assert edited.done("sample") and not edited.done("dataset")
+    edited.stage("dataset", dict)
+    assert any("input files changed: labels.gpkg" in m for m in log)
+
+
+def test_training_resumes_only_its_own_fingerprint(tmp_path):
+    """An interrupted train stage resumes; one whose inputs changed starts from scratch."""
+    train = tmp_path / "train"
+    resets = []
+
+    def reset():
+        resets.append(1)
+        import shutil
+
+        shutil.rmtree(train, ignore_errors=True)
+
+    def interrupted():
+        train.mkdir(exist_ok=True)
+        (train / "fold0.ckpt").write_text("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Run(tmp_path, RunConfig(), log=lambda m: None).stage("train", interrupted, reset=reset)
+    assert len(resets) == 1  # first start: nothing to keep
+    Run(tmp_path, RunConfig(), log=lambda m: None).stage(
+        "train", lambda: {"kept": (train / "fold0.ckpt").is_file()}, reset=reset)
+    assert len(resets) == 1 and json.loads(
+        (tmp_path / "stages" / "train.json").read_text())["summary"] == {"kept": True}
+    (tmp_path / "stages" / "train.json").unlink()
+    Run(tmp_path, RunConfig(seed=1), log=lambda m: None).stage("train", dict, reset=reset)
+    assert len(resets) == 2 and not train.exists()
+
+
+def test_presets_and_device_follow_the_configuration(tmp_path):
+    from glacierfacies.workflow.config import train_config
+
+    assert RunConfig().training_preset == "sample"
+    user = RunConfig(scenes=("s/*",), dem="d", outlines="o", labels="l")
+    assert user.training_preset == "paper"
+    assert RunConfig(scenes=("s/*",), training_preset="sample").training_preset == "sample"
+    assert train_config(RunConfig(device="cpu")).device == "cpu"  # honoured, not "auto"
+    assert train_config(RunConfig(device="cpu", training_preset="paper")).batch_size == 256
+    assert RunConfig(device="cpu").map_config.device == "cpu"
+
+
+def test_run_with_bad_input_writes_nothing(tmp_path):
+    from glacierfacies.workflow.pipeline import run_pipeline
+
+    cfg = tmp_path / "bad.yaml"
+    (tmp_path / "dem.tif").write_bytes(b"")
+    cfg.write_text("scenes: ['scenes/*.SAFE']\ndem: dem.tif\noutlines: o.gpkg\nlabels: l.gpkg\n")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="no scene matches"):
+        run_pipeline(cfg, out, log=lambda m: None)
+    assert not out.exists()
+    out.mkdir()
+    with pytest.raises(InputError, match="training_preset"):
+        cfg.write_text("training_preset: huge\n")
+        run_pipeline(cfg, out, log=lambda m: None)
+    assert list(out.iterdir()) == []

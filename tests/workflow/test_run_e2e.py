@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("training: {epochs: 1, width: 8}\n")
+    cfg.write_text("training: {epochs: 1, width: 8, threads: 1}\n")
     out = tmp_path / "out"
     report = run_pipeline(cfg, out, log=lambda m: None)
     assert report == out / "report.html" and report.stat().st_size > 100_000
@@ -41,6 +41,30 @@ def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     log: list[str] = []
     run_pipeline(cfg, out, log=log.append)
     assert time.perf_counter() - t0 < 30
+    assert sum("up to date, skipped" in m for m in log) == 7
+    # an expert edits one label: the run reruns from the dataset stage on (issue 15)
+    import geopandas as gpd
+
+    labels_path = out / "sample" / "labels.gpkg"
+    labels = gpd.read_file(labels_path)
+    labels.loc[0, "class"] = "snow" if labels.loc[0, "class"] != "snow" else "ice"
+    labels.to_file(labels_path, driver="GPKG")
+    log.clear()
+    run_pipeline(cfg, out, log=log.append)
+    assert "[sample] up to date, skipped" in log
+    assert any(m.startswith("[dataset] input files changed: sample/labels.gpkg") for m in log)
+    ran = [m.split("]")[0][1:] for m in log if m.endswith("running ...")]
+    assert ran == ["dataset", "train", "maps", "products", "massbalance", "report"]
+    import pandas as pd
+
+    table = pd.read_parquet(out / "dataset" / "table.parquet")
+    assert (table["point_id"].astype(str) == str(labels.loc[0, "point_id"])).sum() <= 1
+    row = table[table["point_id"].astype(str) == str(labels.loc[0, "point_id"])]
+    assert row.empty or row["class"].iloc[0] == labels.loc[0, "class"]
+    t0 = time.perf_counter()
+    log.clear()
+    run_pipeline(cfg, out, log=log.append)
+    assert time.perf_counter() - t0 < 30  # nothing changed: every stage skipped
     assert sum("up to date, skipped" in m for m in log) == 7
     if shutil.which("chromium") is None:
         pytest.skip("no headless Chromium here to screenshot the report")

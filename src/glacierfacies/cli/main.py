@@ -51,6 +51,11 @@ def main() -> None:
     except GlacierFaciesError as exc:  # InputError (also a ValueError) and the rest
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:  # file system refusals (permissions, full disk, a file as folder)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        text = exc.strerror or str(exc)
+        click.echo(f"error: {where}{text}".splitlines()[0], err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)

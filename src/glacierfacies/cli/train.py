@@ -23,9 +23,11 @@ __all__ = ["evaluate_cmd", "export_onnx_cmd", "train_cmd"]
               show_default=True,
               help="paper: width 64, 100 epochs; sample: width 16, 10 epochs (CPU-friendly).")
 @click.option("--epochs", type=int, default=None, help="Override the preset.")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None,
+              help="Default 256 (paper) / 64 (sample); paper on CUDA: 1024.")
 @click.option("--width", type=int, default=None, help="Conv channels (paper 64).")
-@click.option("--lr", type=float, default=None)
+@click.option("--lr", type=float, default=None,
+              help="Default 1e-3, x sqrt(batch / 256) above batch 256 (paper).")
 @click.option("--patience", type=int, default=None, help="Early stopping (epochs).")
 @click.option("--features", default=None, help="Subset name or comma list (default: all).")
 @click.option("--prune-classes", default=None,

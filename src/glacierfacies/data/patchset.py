@@ -160,8 +160,15 @@ class PatchSet:
             meta = json.loads((path / "meta.json").read_text())
         except json.JSONDecodeError as exc:
             raise InputError(path / "meta.json", f"invalid JSON: {exc}") from None
-        patches = np.load(path / "patches.npy", mmap_mode="r" if mmap else None)
-        table = pd.read_parquet(path / "table.parquet")
+        try:
+            patches = np.load(path / "patches.npy", mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as exc:  # e.g. cut short by an interrupted write
+            raise InputError(path / "patches.npy", f"cannot read patches ({exc})") from None
+        try:
+            table = pd.read_parquet(path / "table.parquet")
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+            raise InputError(path / "table.parquet",
+                             f"cannot read table ({str(exc).splitlines()[0]})") from None
         class_names = tuple(meta["class_names"])
         try:
             labels = labels_from_names(table["class"].tolist(), class_names)

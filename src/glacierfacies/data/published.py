@@ -69,7 +69,7 @@ def _read_patch(path: Path, patch_size: int, n_bands: int) -> tuple[np.ndarray, 
             data = src.read()
             x, y = src.xy(patch_size // 2, patch_size // 2)
             crs = src.crs.to_string() if src.crs else ""
-    except rasterio.errors.RasterioIOError as exc:
+    except rasterio.errors.RasterioError as exc:
         raise InputError(path, f"cannot read GeoTIFF: {exc}".splitlines()[0]) from None
     return data, float(x), float(y), crs
 
@@ -103,8 +103,11 @@ def import_published(
     if patch_size is None:
         import rasterio
 
-        with rasterio.open(files[0]) as src:
-            patch_size = src.height
+        try:
+            with rasterio.open(files[0]) as src:
+                patch_size = src.height
+        except rasterio.errors.RasterioError as exc:
+            raise InputError(files[0], f"cannot read GeoTIFF: {exc}".splitlines()[0]) from None
     n, nb = len(files), len(FEATURE_NAMES)
     writer = None
     if out_dir is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, check_output_folder
 from glacierfacies.classes import CLASS_NAMES, CLASSES, NODATA_CLASS, colour_table
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.config import PathLike
@@ -147,8 +147,7 @@ def write_outputs(
             raise ValueError("probabilities_out needs the probabilities")
         targets.append(Path(probabilities_out))
     for t in targets:
-        if not t.parent.is_dir():
-            raise InputError(t.parent, "output folder does not exist")
+        check_output_folder(t.parent)
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
     ds_tags, band_tags = class_tags(tags)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.mapping.scene_map import map_scene, output_paths, scene_stem
+from glacierfacies.model.card import load_members
 
 
 def _map_task(kwargs: dict) -> dict:
@@ -64,13 +67,15 @@ def map_many(
 
     Scenes whose map already exists are skipped (atomic writes: exists == finished), so a
     rerun after an interruption maps only the missing ones. A scene that raises is retried
-    once by Dask and then reported as failed; bad input is reported without a retry.
+    once by Dask and then reported as failed; bad input is reported without a retry. A
+    worker lost mid-scene (killed, pre-empted) is replaced by the scheduler: its scenes run
+    again on the workers left, and its half-written temporary files are removed at the end.
+    See docs/dask.md for running on an existing cluster (SSH, Kubernetes, HPC queues).
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise InputError(out_dir, "output folder does not exist")
+    check_output_folder(out_dir)
     if workers < 1:
         raise InputError(None, f"--workers must be >= 1, got {workers}")
     config = (config or MapConfig()).check()
@@ -80,6 +85,7 @@ def map_many(
     for m in models:
         if not Path(m).exists():
             raise InputError(m, "model file does not exist")
+    load_members(models)  # a bad or mismatched model fails once here, not once per scene
     records: list[dict] = []
     jobs = []
     for scene in scenes:
@@ -128,5 +134,22 @@ def map_many(
                 bar.update(1)
         if bar is not None:
             bar.close()
+    _remove_stale_temporaries(jobs, out_dir)
     return ManyResult(records)
+
+
+def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
+    """Temporary files (`_io.atomic_output`) left by a worker that was killed mid-write."""
+    import shutil
+
+    for job in jobs:
+        for target in (job["out"], job["confidence_out"]):
+            if target is None:
+                continue
+            for name in (Path(target).name, Path(target).with_suffix(".qml").name):
+                for tmp in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
+                    if tmp.is_dir():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
 

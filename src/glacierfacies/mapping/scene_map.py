@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import check_output_folder
 from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import write_outputs
@@ -214,8 +215,7 @@ def map_scene(
     out = Path(out)
     extra_outs = [Path(p) for p in (confidence_out, probabilities_out) if p]
     for t in [out, out.with_suffix(".qml"), *extra_outs]:
-        if not t.parent.is_dir():
-            raise InputError(t.parent, "output folder does not exist")
+        check_output_folder(t.parent)
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
     cfg = (config or MapConfig()).check()

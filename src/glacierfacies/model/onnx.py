@@ -42,10 +42,10 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, size: int
     import importlib.util
 
     out = check_output(out, overwrite=overwrite)
+    model, card = load_model(model_path)
     if importlib.util.find_spec("onnx") is None:
         raise InputError(out, "ONNX export needs the optional package onnx "
                               "(pip install 'glacierfacies[onnx]')")
-    model, card = load_model(model_path)
     wrapper = DenseProbabilities(model, card).eval()
     s = max(size, card.patch_size)
     example = torch.zeros(1, len(card.features), s, s)

@@ -258,6 +258,10 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                         row[c] = gdf[c].iloc[j]
                 rows.append(row)
             return rows
+        except rasterio.errors.RasterioError as exc:  # e.g. a map cut short by an interrupt
+            cause = exc.__cause__ or exc  # GDAL's own message, not rasterio's "Read failed"
+            raise InputError(map_path, f"cannot read the map ({str(cause).splitlines()[0]})"
+                             ) from None
         finally:
             for extra in (conf_ds, prob_ds, qa_ds):
                 if extra is not None:

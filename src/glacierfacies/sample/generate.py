@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from glacierfacies import terrain
-from glacierfacies._io import atomic_output
+from glacierfacies._io import atomic_output, check_output_folder
 from glacierfacies.classes import CLASS_NAMES, CLASSES, NODATA_CLASS, class_index, colour_table
 from glacierfacies.errors import InputError
 from glacierfacies.sample.wgms_like import _write_wgms
@@ -79,8 +79,7 @@ wgms/              WGMS FoG-layout tables, 2004-2023: WGMS-FoG-2021-05-E-MASS-BA
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     parent = out_dir.parent
-    if not parent.is_dir():
-        raise InputError(parent, "output folder does not exist")
+    check_output_folder(parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(parent, "output folder is not writable")
     if out_dir.exists() and not out_dir.is_dir():

@@ -130,6 +130,8 @@ def same_crs(a: Any, b: Any) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    if "See previous exception" in str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__  # rasterio's generic "Read failed": GDAL's own message is the cause
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

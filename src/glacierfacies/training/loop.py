@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -106,21 +107,26 @@ class _Data:
     patch_size: int
 
 
-def prepare_training_data(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
-    """The patchset's selected features (raw) and labels on the training device, checked
-    finite; the mapping side's per-tile equivalent is `mapping.inference._prepare_input`."""
+def selected_features(patchset: Any, cfg: TrainConfig) -> tuple[tuple[str, ...], list[int]]:
+    """The features a run trains on and their index in the dataset; InputError if absent."""
     names = tuple(patchset.feature_names)
     wanted = names if cfg.features is None else tuple(cfg.features)
     missing = [n for n in wanted if n not in names]
     if missing:
         raise InputError(None, f"features {missing} are not in the dataset (has {', '.join(names)})")
-    fidx = [names.index(n) for n in wanted]
+    return wanted, [names.index(n) for n in wanted]
+
+
+def prepare_training_data(patchset: Any, cfg: TrainConfig, device: torch.device) -> _Data:
+    """The patchset's selected features (raw) and labels on the training device, checked
+    finite; the mapping side's per-tile equivalent is `mapping.inference._prepare_input`."""
+    wanted, fidx = selected_features(patchset, cfg)
     arr = patchset.patches
     n = arr.shape[0]
     x = torch.empty((n, len(fidx), arr.shape[2], arr.shape[3]), dtype=torch.float32, device=device)
-    for s in range(0, n, 4096):
-        block = np.asarray(arr[s:s + 4096], dtype=np.float32)[:, fidx]
-        x[s:s + 4096] = torch.from_numpy(np.ascontiguousarray(block)).to(device)
+    for s in range(0, n, 4096):  # stored dtype to the device, float32 there (half the copy)
+        block = np.ascontiguousarray(np.asarray(arr[s:s + 4096])[:, fidx])
+        x[s:s + 4096] = torch.from_numpy(block).to(device).float()
     if not torch.isfinite(x).all():
         raise InputError(None, "patches hold NaN/inf values; rebuild the dataset (invalid pixels)")
     labels = np.asarray(patchset.labels, dtype=np.int64)
@@ -163,7 +169,7 @@ def _autocast(device: torch.device):
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, idx: np.ndarray,
                    normalise: Any, batch_size: int = 1024) -> np.ndarray:
-    """Float32 logits (len(idx), C) of the patches x[idx] in eval mode."""
+    """Float32 logits (len(idx), C) of the patches x[idx] in eval mode (one host copy)."""
     was_training = model.training
     model.eval()
     device = x.device
@@ -174,10 +180,10 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, idx: np.ndarray,
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with _autocast(device):
-            out.append(model(xb).float().cpu())
+            out.append(model(xb).float())
     model.train(was_training)
     n_classes = getattr(model, "n_classes", None) or 0
-    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), dtype=np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, n_classes), dtype=np.float32)
 
 
 def _save_ckpt(path: Path, obj: dict[str, Any]) -> None:
@@ -211,6 +217,8 @@ def train_fold(
     from glacierfacies.training.metrics import mean_iou
 
     device = data.x.device
+    if device.type == "cuda":  # one batch shape per fold: cuDNN's autotune pays off
+        torch.backends.cudnn.benchmark = True
     n_classes = len(data.class_names)
     torch.manual_seed(_batch_seed(cfg.seed, round_no, fold, 10**6))  # init from (seed, round, fold)
     model = TwoScaleCNN(**cfg.architecture(data.x.shape[1], n_classes, data.patch_size))
@@ -265,6 +273,7 @@ def train_fold(
     try:
         while state["epoch"] < cfg.epochs and not state["stopped_early"]:
             epoch = state["epoch"]
+            t_epoch = time.perf_counter()
             order = train_t[torch.from_numpy(epoch_order(cfg.seed, round_no, fold, epoch,
                                                          len(train_idx))).to(device)]
             model.train()
@@ -301,6 +310,7 @@ def train_fold(
             state["history"].append({
                 "epoch": epoch, "train_loss": float(loss_sum) / max(1, len(batches)),
                 "val_mean_iou": score, "lr": optimiser.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t_epoch,  # training + validation (synced)
             })
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch, bad_epochs=0,

@@ -37,6 +37,7 @@ from glacierfacies.training.loop import (
     predict_logits,
     prepare_training_data,
     sample_weights,
+    selected_features,
     train_fold,
 )
 
@@ -301,6 +302,15 @@ def run_protocol(
     if stage not in STAGES:
         raise InputError(None, f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
     run_dir = Path(run_dir)
+    # everything that can be checked before RUN_DIR is created or written
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(existing, "is not a folder (cannot write inside a file)")
+    cfg.resolved_device()
+    selected_features(patchset, cfg)
+    fold_splits(patchset)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = get_filepath("train_config", run_dir)
     if cfg_path.is_file():

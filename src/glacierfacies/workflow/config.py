@@ -33,10 +33,11 @@ class RunConfig:
     features: str = "all"
     k_folds: int = 6
     training: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
-    training_preset: str = "sample"  # "sample" (fast, CPU) or "paper"
+    training_preset: str | None = None  # "sample" (fast, CPU) or "paper"; None: sample for
+    #                                     the built-in sample, paper for user scenes
     buffer: str = "0m"
     tile_size: int = 1024
-    device: str = "cpu"
+    device: str = "auto"  # training and maps: auto (cuda when present), cpu, cuda, cuda:N
     smoothing: bool = True
     min_observed: float = 0.8
     include_refrozen: bool = False
@@ -59,12 +60,21 @@ class RunConfig:
         return ReadOptions.from_cli(self.band_map, self.scale, self.offset, self.nodata,
                                     not self.product_mask, self.mask_saturated, self.s2_offset)
 
+    def __post_init__(self) -> None:
+        if self.training_preset is None:
+            object.__setattr__(self, "training_preset", "paper" if self.scenes else "sample")
+
     @property
     def map_config(self):
         """The mapping options of this run as the `MapConfig` that `map` uses."""
         from glacierfacies.mapping.config import MapConfig
 
-        return MapConfig(buffer=self.buffer, smoothing=self.smoothing, device=self.device,
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return MapConfig(buffer=self.buffer, smoothing=self.smoothing, device=device,
                          tile_size=self.tile_size, read=self.read_options)
 
     @property
@@ -187,7 +197,7 @@ def train_config(cfg: RunConfig):
                                f"got {cfg.training_preset!r}")
     overrides = dict(cfg.training)
     overrides.setdefault("seed", cfg.seed)
-    overrides.setdefault("device", "auto" if cfg.device == "cpu" else cfg.device)
+    overrides.setdefault("device", cfg.device)
     try:
         return preset(**overrides)
     except (TypeError, ValueError) as exc:

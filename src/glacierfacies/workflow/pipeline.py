@@ -1,22 +1,25 @@
 """The main job: sample or user data -> PatchSet -> training -> maps -> products ->
 mass balance -> report, every stage run through `tasks.StageLog`.
 
-Each stage's fingerprint covers the configuration keys it and the stages before it depend
-on, so a rerun skips every finished stage and an interrupted run resumes where it stopped.
+Each stage's fingerprint covers the configuration keys and the input files (size, mtime,
+content hash: `workflow.inputs`) that it and the stages before it depend on, so a rerun
+skips every finished stage, reruns from the first stage whose inputs changed (an edited
+label table reruns from `dataset` on), and an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from glacierfacies._io import write_json
-from glacierfacies.errors import InputError
 from glacierfacies.layout import get_filepath
-from glacierfacies.tasks import StageLog
+from glacierfacies.tasks import StageLog, fingerprint
 from glacierfacies.workflow.config import _STAGE_KEYS, RunConfig, _resolve_inputs, load_config
+from glacierfacies.workflow.inputs import STAGE_INPUTS, check_run, input_signatures
 from glacierfacies.workflow.report import stage_report
 from glacierfacies.workflow.stages import (
     stage_dataset,
@@ -39,6 +42,7 @@ class Run:
         self.out = out
         self.cfg = cfg
         self.stages = StageLog(get_filepath("stages", out), log=log, root=out)
+        self.signatures: dict[str, list] = {}  # input group -> tasks.file_signature
 
     @property
     def timings(self) -> dict[str, float]:
@@ -52,17 +56,41 @@ class Run:
     def markers(self) -> Path:
         return self.stages.marker_dir
 
+    def sign_inputs(self, inputs) -> None:
+        """Sign the input files once (size, mtime, hash): they join the stage fingerprints."""
+        self.signatures = input_signatures(inputs, self.out)
+
+    def _inputs(self, stage: str) -> dict[str, list]:
+        upto = STAGES[: STAGES.index(stage) + 1]
+        return {g: self.signatures[g] for s in upto for g in STAGE_INPUTS[s]
+                if self.signatures.get(g)}
+
     def _fingerprint(self, stage: str) -> str:
+        """The configuration keys and the input files of this stage and the ones before it."""
         upto = STAGES[: STAGES.index(stage) + 1]
         keys = tuple(k for s in upto for k in _STAGE_KEYS[s])
-        return self.cfg.fingerprint(keys)
+        inputs = self._inputs(stage)
+        if not inputs:
+            return self.cfg.fingerprint(keys)
+        return fingerprint({"config": self.cfg.fingerprint(keys), "inputs": inputs})
 
     def done(self, stage: str) -> bool:
         return self.stages.done(stage, self._fingerprint(stage))
 
-    def stage(self, name: str, fn: Callable[[], dict], outputs: tuple[Path, ...] = ()) -> dict:
+    def stage(self, name: str, fn: Callable[[], dict], outputs: tuple[Path, ...] = (),
+              reset: Callable[[], None] | None = None) -> dict:
+        """Run one stage unless done. `reset` clears partial outputs that a stage resumes
+        from (training checkpoints) when they belong to another fingerprint."""
         ran_before = name in self.stages.timings
-        summary = self.stages.run(name, self._fingerprint(name), fn, outputs=outputs)
+        fp = self._fingerprint(name)
+        if reset is not None and not self.stages.done(name, fp):
+            started = self.markers / f"{name}.started"
+            if not started.is_file() or started.read_text() != fp:
+                reset()
+            self.markers.mkdir(parents=True, exist_ok=True)
+            started.write_text(fp)
+        summary = self.stages.run(name, fp, fn, outputs=outputs,
+                                  inputs=self._inputs(name) or None)
         if name in self.stages.timings and not ran_before:  # it ran: later stages run again
             self.stages.invalidate(STAGES[STAGES.index(name) + 1:])
         return summary
@@ -70,11 +98,13 @@ class Run:
 
 def run_pipeline(config: str | Path | None, out: str | Path,
                  log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) the whole chain into OUT and return the report's path."""
+    """Run (or resume) the whole chain into OUT and return the report's path.
+
+    Every input is checked before anything is written: bad input leaves no file behind.
+    """
     cfg, _ = load_config(config)
     out = Path(out).resolve()
-    if not out.parent.is_dir():
-        raise InputError(out.parent, "output folder's parent does not exist")
+    user_inputs = check_run(cfg, out)
     out.mkdir(exist_ok=True)
     write_json(get_filepath("run_config", out), dataclasses.asdict(cfg))
     run = Run(out, cfg, log)
@@ -82,10 +112,12 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     path = lambda key: get_filepath(key, out)  # noqa: E731
     if cfg.uses_sample:
         run.stage("sample", lambda: stage_sample(cfg, out), (path("sample"),))
-    inputs = _resolve_inputs(cfg, out)
+    inputs = user_inputs or _resolve_inputs(cfg, out)
+    run.sign_inputs(inputs)
     run.stage("dataset", lambda: stage_dataset(cfg, out, inputs), (path("dataset"),))
     run.stage("train", lambda: stage_train(cfg, out, inputs),
-              (get_filepath("final_models", path("train")), get_filepath("metrics", path("train"))))
+              (get_filepath("final_models", path("train")), get_filepath("metrics", path("train"))),
+              reset=lambda: shutil.rmtree(path("train"), ignore_errors=True))
     run.stage("maps", lambda: stage_maps(cfg, out, inputs), (path("maps"),))
     products_summary = run.stage("products", lambda: stage_products(cfg, out, inputs),
                                  (path("products"),))
