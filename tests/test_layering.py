@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "mapping": GROUND | {"scenes", "stack", "outlines", "data", "model"},
     "products": GROUND | {"outlines", "scenes"},
     "sample": GROUND | {"outlines", "scenes"},
+    "examples": GROUND | {"outlines", "scenes"},
     "workflow": GROUND | {"scenes", "stack", "outlines", "data", "model", "training", "mapping",
                           "products", "sample"},
 }

@@ -20,6 +20,7 @@ PURE_MODULES = (
     "glacierfacies.training.calibration",
     "glacierfacies.training.cleaning",
     "glacierfacies.products.massbalance",
+    "glacierfacies.products.fitting",
 )
 BLOCKED = ("rasterio", "geopandas", "pandas", "dask", "distributed", "pyogrio", "shapely",
            "rioxarray", "xarray", "matplotlib")

@@ -37,14 +37,14 @@ def zone_shares(facies_map, dem, outlines, zones=ATHABASCA_ZONES) -> dict[str, d
     """For each elevation zone, inside the outlines: classified pixels and the share of them
     in the zone's right classes (nodata excluded). The DEM is resampled bilinearly onto the
     map's grid, as `products` does."""
-    import geopandas as gpd
     import numpy as np
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.features import geometry_mask
     from rasterio.warp import reproject
 
     from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
+    from glacierfacies.outlines import rasterise_outlines, read_outlines
+    from glacierfacies.scenes.grid import Grid
 
     with rasterio.open(facies_map) as src:
         classes, transform, crs = src.read(1), src.transform, src.crs
@@ -52,9 +52,8 @@ def zone_shares(facies_map, dem, outlines, zones=ATHABASCA_ZONES) -> dict[str, d
     with rasterio.open(dem) as d:
         reproject(rasterio.band(d, 1), z, dst_transform=transform, dst_crs=crs,
                   dst_nodata=np.nan, resampling=Resampling.bilinear)
-    geoms = gpd.read_file(outlines).to_crs(crs).geometry
-    inside = geometry_mask(list(geoms), out_shape=classes.shape, transform=transform,
-                           invert=True)
+    grid = Grid(crs, transform, *classes.shape)
+    inside = rasterise_outlines(grid, read_outlines(outlines), as_mask=True)
     out = {}
     for name, lo, hi, right in zones:
         sel = inside & (classes != NODATA_CLASS) & (z >= lo) & (z < hi)
