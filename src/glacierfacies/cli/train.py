@@ -94,10 +94,11 @@ def evaluate_cmd(run_dir, dataset, out, overwrite) -> None:
     RUN_DIR/metrics.json already: pass --overwrite to replace it, or -o to write the
     recomputed metrics elsewhere. The figures are redrawn in RUN_DIR.
     """
+    from glacierfacies.layout import get_filepath
     from glacierfacies.training.evaluation import evaluate_run, metrics_summary_lines
     from glacierfacies.workflow.figures import training_figures
 
-    dest = out if out is not None else run_dir / "metrics.json"
+    dest = out if out is not None else get_filepath("metrics", run_dir)
     metrics = evaluate_run(run_dir, dataset, out=dest, overwrite=overwrite)
     training_figures(run_dir)
     click.echo(f"{dest} written")

@@ -44,6 +44,17 @@ class Scene:
     def grid(self) -> Grid:
         return Grid(self.crs, self.transform, *self.valid.shape)
 
+    @classmethod
+    def on_grid(cls, grid: Grid, *, sun_azimuth_deg: float, sun_elevation_deg: float,
+                metadata: dict[str, Any], time_note: str | None = None, **fields: Any) -> Scene:
+        """The Scene every product reader returns: pixels on `grid`, sun angles as floats,
+        and `time_note` recorded in the metadata when the time of day was assumed."""
+        if time_note:
+            metadata = {**metadata, "time_note": time_note}
+        return cls(transform=grid.transform, crs=grid.crs,
+                   sun_azimuth_deg=float(sun_azimuth_deg),
+                   sun_elevation_deg=float(sun_elevation_deg), metadata=metadata, **fields)
+
 
 def _parse_time(text: str) -> dt.datetime:
     """ISO-like UTC time ('2020-08-12T10:36:29.024Z', nanosecond fractions allowed)."""

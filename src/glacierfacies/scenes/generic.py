@@ -117,13 +117,10 @@ def _read_generic(path: Path, grid: Grid | None, options: ReadOptions | None = N
         "product_mask": "none (GeoTIFF stack)",
         "sun_angles": "tags" if has_sun else "computed",
     }
-    if time_note:
-        meta["time_note"] = time_note
-    return Scene(
+    return Scene.on_grid(
+        grid,
         reflectance=refl,
         valid=valid,
-        transform=grid.transform,
-        crs=grid.crs,
         sensor=tags.get("SENSOR", "generic"),
         scene_id=tags.get("SCENE_ID", path.stem),
         acquired=acquired,
@@ -131,4 +128,5 @@ def _read_generic(path: Path, grid: Grid | None, options: ReadOptions | None = N
         sun_elevation_deg=sun_el,
         source=path,
         metadata=meta,
+        time_note=time_note,
     )

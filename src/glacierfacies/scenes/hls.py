@@ -286,20 +286,18 @@ def _read_hls(path: Path, grid: Grid | None, options: ReadOptions | None = None)
         "saturation": "none (HLS has no saturation flag)",
         "sun_angles": sun_from,
     }
-    if time_note:
-        meta["time_note"] = time_note
-    return Scene(
+    return Scene.on_grid(
+        grid,
         reflectance=refl,
         valid=valid,
-        transform=grid.transform,
-        crs=grid.crs,
         sensor=prod.sensor,
         scene_id=g.scene_id,
         acquired=acquired,
-        sun_azimuth_deg=float(sun_az),
-        sun_elevation_deg=float(sun_el),
+        sun_azimuth_deg=sun_az,
+        sun_elevation_deg=sun_el,
         source=path,
         metadata=meta,
+        time_note=time_note,
         qa=qa,
     )
 

@@ -242,11 +242,10 @@ def _read_landsat(source: tuple[ProductFiles, str], grid: Grid | None,
         sun_az, sun_el = _sun_from_time(acquired, grid)
     else:
         sun_az, sun_el = float(az), float(el)
-    return Scene(
+    return Scene.on_grid(
+        grid,
         reflectance=refl,
         valid=valid,
-        transform=grid.transform,
-        crs=grid.crs,
         sensor=spec.name,
         scene_id=product_id,
         acquired=acquired,

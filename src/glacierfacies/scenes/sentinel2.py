@@ -310,20 +310,18 @@ def _read_s2(path: Path, grid: Grid | None, safe: bool,
         "saturation": saturation,
         "sun_angles": "MTD_TL.xml" if tl is not None and sun_az is not None else "computed",
     }
-    if time_note:
-        meta["time_note"] = time_note
-    return Scene(
+    return Scene.on_grid(
+        grid,
         reflectance=refl,
         valid=valid,
-        transform=grid.transform,
-        crs=grid.crs,
         sensor=spec.name,
         scene_id=scene_id,
         acquired=acquired,
-        sun_azimuth_deg=float(sun_az),
-        sun_elevation_deg=float(sun_el),
+        sun_azimuth_deg=sun_az,
+        sun_elevation_deg=sun_el,
         source=path,
         metadata=meta,
+        time_note=time_note,
         qa=qa,
     )
 
