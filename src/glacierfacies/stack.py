@@ -85,7 +85,8 @@ def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
 
 
 def build_feature_stack(
-    scene: Scene, dem_path: str | os.PathLike, outlines_path: str | os.PathLike
+    scene: Scene, dem_path: str | os.PathLike, outlines_path: str | os.PathLike,
+    require_outline: bool = True,
 ) -> FeatureStack:
     """The 11 features on the scene's grid (FEATURE_NAMES order; units in FeatureStack).
 
@@ -94,7 +95,8 @@ def build_feature_stack(
     block of a scene gets the whole scene's features wherever that margin holds the terrain
     and the nearest outline edge. Only the DEM window and the outlines under the padded grid
     are read. Cast shadow and hillshade use the scene's sun. Outlines in another CRS are
-    reprojected.
+    reprojected. `require_outline=False` (a window of a scene, e.g. around off-glacier
+    labels) gives an empty outline table instead of an InputError when none is near.
     """
     from shapely.geometry import box
 
@@ -105,9 +107,14 @@ def build_feature_stack(
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
     # Outlines within the terrain margin count for proximity; `outlines` (and the indices
     # in glacier_index) are those that touch the scene, in file order.
-    near = read_outlines(outlines_path, grid=pgrid)
+    try:
+        near = read_outlines(outlines_path, grid=pgrid)
+    except InputError as exc:
+        if require_outline or "no outline intersects" not in exc.problem:
+            raise
+        near = _empty_outlines(outlines_path, grid.crs)
     touch = near.geometry.intersects(box(*grid.bounds)).to_numpy()
-    if not touch.any():
+    if require_outline and not touch.any():
         raise InputError(outlines_path, "no outline intersects the scene")
     outlines = near[touch].reset_index(drop=True)
     z = _read_dem(dem_path, pgrid, grid)
@@ -152,6 +159,13 @@ def build_feature_stack(
         crs=grid.crs,
         scene=meta,
     )
+
+
+def _empty_outlines(outlines_path: str | os.PathLike, crs: Any) -> Any:
+    """No outline near a window: an empty table with the file's columns, in `crs`."""
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame(geometry=[], crs=crs)
 
 
 def scene_notes(scene: Scene) -> dict[str, str]:

@@ -51,6 +51,56 @@ def sample_windows(features: np.ndarray, rows: np.ndarray, cols: np.ndarray, pat
     return out[finite], usable, edge
 
 
+SAMPLE_BLOCK_PX = 2048  # points are cut from windows of at most this size (+ patch halo)
+
+
+def _sample_scene_windows(
+    scene: str | os.PathLike, grid: Any, dem_path: str | os.PathLike,
+    outlines_path: str | os.PathLike, rows: np.ndarray, cols: np.ndarray, patch_size: int,
+    fidx: list[int], read_options: Any, store: Any, store_rows: np.ndarray, dt: Any,
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Patches of one scene's points, read block by block: never the whole-scene stack.
+
+    Points are grouped by SAMPLE_BLOCK_PX blocks of the scene grid; each group's features
+    are built on the window around its points (+ the patch halo; terrain gets its own
+    margin in `build_feature_stack`), as block-wise mapping builds them. Returns (usable,
+    edge) masks over the points and one of the block scenes (metadata: sensor, date).
+    """
+    from rasterio.transform import Affine
+
+    from glacierfacies.scenes.grid import Grid
+    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.stack import build_feature_stack
+
+    h = patch_size // 2
+    edge = (rows - h < 0) | (cols - h < 0) | (rows + h >= grid.height) | (cols + h >= grid.width)
+    usable = np.zeros(len(rows), dtype=bool)
+    inside = np.flatnonzero(~edge)
+    keys = (rows[inside] // SAMPLE_BLOCK_PX) * (grid.width // SAMPLE_BLOCK_PX + 1) \
+        + cols[inside] // SAMPLE_BLOCK_PX
+    meta = None
+    for key in np.unique(keys):
+        pick = inside[keys == key]
+        r0, c0 = int(rows[pick].min()) - h, int(cols[pick].min()) - h
+        bh, bw = int(rows[pick].max()) + h + 1 - r0, int(cols[pick].max()) + h + 1 - c0
+        bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), bh, bw)
+        try:
+            block_scene = read_scene(scene, grid=bgrid, options=read_options)
+        except InputError as exc:
+            if "no valid pixel" in exc.problem:
+                continue  # every point of the block is invalid
+            raise
+        meta = block_scene
+        stack = build_feature_stack(block_scene, dem_path, outlines_path,
+                                    require_outline=False)
+        feats = np.asarray(stack.features)[fidx]
+        windows, ok, _ = sample_windows(feats, rows[pick] - r0, cols[pick] - c0, patch_size)
+        store[store_rows[pick[ok]]] = windows.astype(dt, copy=False)
+        usable[pick[ok]] = True
+        del stack, feats, windows
+    return usable, edge, meta
+
+
 def read_labels(labels_path: str | os.PathLike) -> Any:
     """Labelled points (GeoPackage, or anything pyogrio reads) with checked columns."""
     import geopandas as gpd
@@ -105,9 +155,8 @@ def build_patchset(
     from rasterio.transform import rowcol
     from tqdm import tqdm
 
-    from glacierfacies.scenes.reader import read_scene
+    from glacierfacies.scenes.reader import scene_grid
     from glacierfacies.scenes.reader import scene_ids as ids_of_scenes
-    from glacierfacies.stack import build_feature_stack
 
     patch_size = check_patch_size(patch_size)
     dt = check_dtype(dtype)
@@ -149,26 +198,24 @@ def build_patchset(
         dates = np.full(n, "", dtype=object)
         per_scene: dict[str, dict[str, int]] = {}
         for sid in tqdm(sorted(set(scene_ids)), desc="sampling scenes", unit="scene"):
-            sc = read_scene(scenes[sid], options=read_options)
-            stack = build_feature_stack(sc, dem_path, outlines_path)
-            feats = np.asarray(stack.features)[fidx]
             rows_i = np.flatnonzero(scene_ids == sid)
-            pts = gdf.geometry.iloc[rows_i].to_crs(stack.crs)
+            grid = scene_grid(scenes[sid])
+            pts = gdf.geometry.iloc[rows_i].to_crs(grid.crs)
             x, y = pts.x.to_numpy(), pts.y.to_numpy()
-            r, c = rowcol(stack.transform, x, y)
+            r, c = rowcol(grid.transform, x, y)
             r, c = np.asarray(r), np.asarray(c)
-            height, width = feats.shape[1:]
-            outside = (r < 0) | (c < 0) | (r >= height) | (c >= width)
+            outside = (r < 0) | (c < 0) | (r >= grid.height) | (c >= grid.width)
             if outside.any():
                 raise InputError(labels_path, f"{int(outside.sum())} label(s) of scene {sid} "
                                               f"lie outside it (e.g. point at x={x[outside][0]:.1f}, "
-                                              f"y={y[outside][0]:.1f} in {stack.crs})")
-            windows, usable, edge = sample_windows(feats, r, c, patch_size)
-            store[rows_i[usable]] = windows.astype(dt, copy=False)
+                                              f"y={y[outside][0]:.1f} in {grid.crs})")
+            usable, edge, sc = _sample_scene_windows(
+                scenes[sid], grid, dem_path, outlines_path, r, c, patch_size, fidx,
+                read_options, store, rows_i, dt)
             keep[rows_i[usable]] = True
             xs[rows_i], ys[rows_i] = x, y
-            crs_txt[rows_i] = stack.crs.to_string()
-            sensors[rows_i] = str(getattr(sc, "sensor", ""))
+            crs_txt[rows_i] = grid.crs.to_string()
+            sensors[rows_i] = str(getattr(sc, "sensor", "")) if sc is not None else ""
             acq = getattr(sc, "acquired", None)
             dates[rows_i] = acq.date().isoformat() if acq is not None else ""
             n_edge, n_invalid = int(edge.sum()), int((~usable & ~edge).sum())

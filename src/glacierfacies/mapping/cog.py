@@ -41,6 +41,31 @@ def qml_style() -> str:
     )
 
 
+def scratch_profile(height: int, width: int, count: int, dtype: str, crs: Any, transform: Any,
+                    nodata: float | None) -> dict:
+    """The tiled GTiff a COG is copied from (written whole or window by window)."""
+    return dict(
+        driver="GTiff", height=height, width=width, count=count, dtype=dtype, crs=crs,
+        transform=transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
+        compress="deflate", BIGTIFF="IF_SAFER",
+    )
+
+
+def copy_cog(scratch: Path, dest: Path, resampling: str) -> None:
+    """GDAL's COG copy of a tiled GTiff (overviews by `resampling`), with a bounded cache."""
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB):
+        rio_copy(
+            scratch, dest, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
+        )
+
+
+COG_CACHE_MB = 256  # GDAL block cache for COG copies: RAM stays bounded on a whole tile
+
+
 def _write_cog(
     array: np.ndarray,
     dest: Path,
@@ -56,34 +81,33 @@ def _write_cog(
     """Write a COG at `dest` (one band, or (bands, H, W) with one description per band):
     a tiled GTiff beside it, then GDAL's COG copy."""
     import rasterio
-    from rasterio.shutil import copy as rio_copy
 
     bands = array if array.ndim == 3 else array[None]
-    descriptions = [description] if isinstance(description, str) else list(description)
     _, height, width = bands.shape
     scratch = dest.with_name(dest.name + ".gtiff")
-    profile = dict(
-        driver="GTiff", height=height, width=width, count=bands.shape[0],
-        dtype=array.dtype.name, crs=crs, transform=transform, nodata=nodata, tiled=True,
-        blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
-    )
+    profile = scratch_profile(height, width, bands.shape[0], array.dtype.name, crs, transform,
+                              nodata)
     try:
         with rasterio.open(scratch, "w", **profile) as dst:
             dst.write(bands)
-            for b, desc in enumerate(descriptions, start=1):
-                dst.set_band_description(b, desc)
-            dst.update_tags(**tags)
-            if band_tags:
-                dst.update_tags(1, **band_tags)
-            if colormap is not None:
-                dst.write_colormap(1, colormap)
-        rio_copy(
-            scratch, dest, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
-            OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
-        )
+            describe(dst, description, tags, band_tags, colormap)
+        copy_cog(scratch, dest, resampling)
     finally:
         with contextlib.suppress(FileNotFoundError):
             scratch.unlink()
+
+
+def describe(dst: Any, description: str | list[str], tags: dict[str, str],
+             band_tags: dict[str, str] | None = None, colormap: dict | None = None) -> None:
+    """Band descriptions, tags and colour table of an open scratch GTiff."""
+    descriptions = [description] if isinstance(description, str) else list(description)
+    for b, desc in enumerate(descriptions, start=1):
+        dst.set_band_description(b, desc)
+    dst.update_tags(**tags)
+    if band_tags:
+        dst.update_tags(1, **band_tags)
+    if colormap is not None:
+        dst.write_colormap(1, colormap)
 
 
 def class_tags(extra: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:

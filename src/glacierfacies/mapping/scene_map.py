@@ -13,7 +13,7 @@ import numpy as np
 from glacierfacies._io import check_output_folder
 from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
 from glacierfacies.errors import InputError
-from glacierfacies.mapping.cog import write_outputs
+from glacierfacies.mapping.cog import COG_CACHE_MB
 from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.model.card import load_members
 
@@ -110,34 +110,45 @@ def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
 
 def _predict_blocks(
     members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
-    mask: np.ndarray, block_size: int, tile_size: int, device: str, precision: str,
-    progress: bool, read: Any = None, return_probs: bool = False,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Dense prediction block by block: each block (+ halo + context) read as a window grid.
+    buffer_m: float, block_size: int, tile_size: int, device: str, precision: str,
+    progress: bool, writer: Any, read: Any = None, return_probs: bool = False,
+) -> dict:
+    """Dense prediction block by block into `writer` (a `BlockMapWriter`): each block
+    (+ halo + context) read as a window grid, its glacier mask burned on that window.
 
-    Memory ~ one block's features plus the (H, W) class/confidence/mask arrays. Optical
-    features equal the whole-scene ones; terrain features see `BLOCK_CONTEXT_PX` plus
-    scene.TERRAIN_MARGIN_M of terrain beyond the block (cast shadows longer than that, or
+    Memory ~ one block's features; nothing of the scene's size is held. Optical features
+    equal the whole-scene ones; terrain features see `BLOCK_CONTEXT_PX` plus
+    stack.TERRAIN_MARGIN_M of terrain beyond the block (cast shadows longer than that, or
     proximity to an edge farther than that, can differ from a whole-scene run).
     """
     from rasterio.transform import Affine
 
     from glacierfacies.mapping.inference import dense_predict
+    from glacierfacies.outlines import rasterise_outlines, read_outlines
     from glacierfacies.scenes.grid import Grid
-    from glacierfacies.scenes.masks import QA_NODATA
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, scene_notes
 
     height, width = grid.shape
     margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
-    classes = np.full((height, width), NODATA_CLASS, np.uint8)
-    confidence = np.full((height, width), np.nan, np.float32)
-    probs = (np.full((len(CLASS_NAMES), height, width), np.nan, np.float32) if return_probs
-             else None)
+    gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
+
+    def window_mask(r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        wgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
+        return rasterise_outlines(wgrid, gdf, buffer_m=buffer_m, as_mask=True)
+
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
-    todo = [(r, c) for r, c in blocks if mask[r : r + block_size, c : c + block_size].any()]
+    todo = []
+    for r0, c0 in blocks:
+        bh, bw = min(block_size, height - r0), min(block_size, width - c0)
+        if window_mask(r0, c0, bh, bw).any():
+            todo.append((r0, c0))
+        else:
+            writer.write_nodata(r0, c0, bh, bw)
+    if not todo:
+        raise InputError(outlines, "no glacier outline overlaps the scene")
     info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
-            "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "qa": None}
+            "scene_id": None, "sensor": "", "acquired": "", "notes": {}}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -146,11 +157,12 @@ def _predict_blocks(
     for r0, c0 in todo:
         bh, bw = min(block_size, height - r0), min(block_size, width - c0)
         bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - margin, r0 - margin),
-                        bh + 2 * margin, bw + 2 * margin)
+                     bh + 2 * margin, bw + 2 * margin)
         try:
             block_scene = read_scene(scene, grid=bgrid, options=read)
         except InputError as exc:
             if "no valid pixel" in exc.problem:
+                writer.write_nodata(r0, c0, bh, bw)
                 continue
             raise
         stack = build_feature_stack(block_scene, dem, outlines)
@@ -160,28 +172,22 @@ def _predict_blocks(
         rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
         re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
         bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
-            = mask[rs:re_, cs:ce]
+            = window_mask(rs, cs, re_ - rs, ce - cs)
         pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
                              device=device, precision=precision, return_probs=return_probs)
         core = (slice(margin, margin + bh), slice(margin, margin + bw))
-        if block_scene.qa is not None:
-            if info["qa"] is None:
-                info["qa"] = np.full((height, width), QA_NODATA, np.uint8)
-            info["qa"][r0 : r0 + bh, c0 : c0 + bw] = block_scene.qa[core]
-        classes[r0 : r0 + bh, c0 : c0 + bw] = pred.classes[core]
-        confidence[r0 : r0 + bh, c0 : c0 + bw] = pred.confidence[core]
-        if probs is not None:
-            probs[:, r0 : r0 + bh, c0 : c0 + bw] = pred.probs[(slice(None), *core)]
+        writer.write(r0, c0, pred.classes[core], pred.confidence[core],
+                     None if block_scene.qa is None else block_scene.qa[core],
+                     None if pred.probs is None else pred.probs[(slice(None), *core)])
         info["blocks_run"] += 1
         info["tiles_run"] += pred.tiles_run
         info["tiles_skipped"] += pred.tiles_skipped
-        del stack, block_scene, pred
+        del stack, block_scene, pred, bmask
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    info["probs"] = probs
-    return classes, confidence, info
+    return info
 
 
 def map_scene(
@@ -208,7 +214,6 @@ def map_scene(
     `products` needs for uncertainties and ``--shadow probabilities``.
     """
     from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.smoothing import mode_filter
     from glacierfacies.stack import build_feature_stack, scene_notes
 
     t0 = time.perf_counter()
@@ -230,52 +235,48 @@ def map_scene(
     _check_dem_overlap(dem, grid)
     if block_size is None:
         block_size = DEFAULT_BLOCK_SIZE if grid.height * grid.width > BLOCK_THRESHOLD_PX else 0
-    if block_size > 0:
-        mask = _outline_mask(outlines, grid, buffer_m)
-        if not mask.any():
-            raise InputError(outlines, "no glacier outline overlaps the scene")
-        classes, conf, info = _predict_blocks(
-            members, scene, dem, outlines, grid, mask, block_size, tile_size, device,
-            precision, progress, cfg.read, return_probs=probabilities_out is not None,
-        )
-        probs = info.pop("probs")
-        del mask
-        transform, crs = grid.transform, grid.crs
-        ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes", "qa")}
-        tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
-    else:
-        sc = read_scene(scene, options=cfg.read)
-        stack = build_feature_stack(sc, dem, outlines)
-        pred = predict_stack(
-            members, stack, buffer_m, tile_size, device, precision, progress=progress,
-            outlines_path=outlines, return_probs=probabilities_out is not None,
-        )
-        classes, conf, probs = pred.classes, pred.confidence, pred.probs
-        transform, crs = stack.transform, stack.crs
-        ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
-                 "notes": scene_notes(sc), "qa": sc.qa}
-        tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
-        del stack, sc, pred
-    if smoothing:
-        classes = mode_filter(classes)
-    counts = np.bincount(classes[classes != NODATA_CLASS], minlength=len(CLASS_NAMES))
-    meta = {
-        "SCENE_ID": str(ident["scene_id"] or scene_stem(scene)),
-        "SENSOR": str(ident["sensor"]),
-        "ACQUIRED": str(ident["acquired"]),
-        "MODELS": ",".join(Path(m).name for m in models),
-        "SMOOTHING": "mode3x3" if smoothing else "none",
-        "BUFFER_M": f"{buffer_m:g}",
-        **{k.upper(): v for k, v in ident["notes"].items()},
-    }
-    qa = ident["qa"]
-    if qa is not None:
-        meta["QA"] = qa_path(out).name
-    outputs = write_outputs(
-        classes, transform, crs, out, conf, confidence_out, cfg.confidence_dtype, overwrite, meta,
-        qa=qa, qa_out=None if qa is None else qa_path(out),
-        probabilities=probs, probabilities_out=probabilities_out,
-    )
+    import rasterio
+
+    from glacierfacies.mapping.blockwrite import BlockMapWriter
+
+    writer = BlockMapWriter(grid, out, confidence_out=confidence_out,
+                            confidence_dtype=cfg.confidence_dtype, qa_out=qa_path(out),
+                            probabilities_out=probabilities_out, overwrite=overwrite,
+                            smoothing=smoothing)
+    # a bounded GDAL block cache: scratch writes and COG copies stay small on a whole tile
+    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB), writer:
+        if block_size > 0:
+            info = _predict_blocks(
+                members, scene, dem, outlines, grid, buffer_m, block_size, tile_size, device,
+                precision, progress, writer, cfg.read,
+                return_probs=probabilities_out is not None,
+            )
+            ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes")}
+            tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
+        else:
+            sc = read_scene(scene, options=cfg.read)
+            stack = build_feature_stack(sc, dem, outlines)
+            pred = predict_stack(
+                members, stack, buffer_m, tile_size, device, precision, progress=progress,
+                outlines_path=outlines, return_probs=probabilities_out is not None,
+            )
+            writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs)
+            ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
+                     "notes": scene_notes(sc)}
+            tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
+            del stack, sc, pred
+        meta = {
+            "SCENE_ID": str(ident["scene_id"] or scene_stem(scene)),
+            "SENSOR": str(ident["sensor"]),
+            "ACQUIRED": str(ident["acquired"]),
+            "MODELS": ",".join(Path(m).name for m in models),
+            "SMOOTHING": "mode3x3" if smoothing else "none",
+            "BUFFER_M": f"{buffer_m:g}",
+            **{k.upper(): v for k, v in ident["notes"].items()},
+        }
+        if writer.has_qa:
+            meta["QA"] = qa_path(out).name
+        outputs, counts = writer.finish(meta)
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],
         n_classified=int(counts.sum()),

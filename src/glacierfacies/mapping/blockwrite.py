@@ -1,0 +1,225 @@
+"""Map outputs written block by block: scratch tiled GTiffs, halo smoothing, then COGs.
+
+Mapping a Sentinel-2 tile used to hold full-scene class, confidence (and probability) arrays
+and smooth the whole map at once. `BlockMapWriter` takes each block as it is predicted,
+writes it into tiled scratch GTiffs beside the output, smooths the class map window by
+window with a one-pixel halo read from the unsmoothed scratch (so the result equals the
+whole-array `mode_filter`), counts the classes per window, and makes the COGs with GDAL's
+COG copy. RAM is one window, whatever the scene size. The whole-array path uses the same
+writer with one block, so both modes write byte-identical files for identical predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glacierfacies._io import atomic_output, check_output_folder
+from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS, colour_table
+from glacierfacies.errors import InputError
+from glacierfacies.mapping.cog import (
+    class_tags,
+    confidence_array,
+    copy_cog,
+    describe,
+    qml_style,
+    scratch_profile,
+)
+from glacierfacies.mapping.config import PathLike
+
+SMOOTH_WINDOW_PX = 2048  # rows/cols of one smoothing window (+ a 1 px halo)
+
+
+class BlockMapWriter:
+    """Collect a map's blocks on disk, then `finish` into the COGs (atomic, map renamed last).
+
+    Outputs: the class map (+ .qml), optional confidence, QA (made on the first block that
+    has QA bits; blocks without QA are QA_NODATA) and probabilities. Use as a context
+    manager: the scratch folder is removed however it ends.
+    """
+
+    def __init__(self, grid: Any, out: PathLike, *, confidence_out: PathLike | None = None,
+                 confidence_dtype: str = "uint8", qa_out: PathLike | None = None,
+                 probabilities_out: PathLike | None = None, overwrite: bool = False,
+                 smoothing: bool = True) -> None:
+        self.grid, self.out = grid, Path(out)
+        self.confidence_out = None if confidence_out is None else Path(confidence_out)
+        self.qa_out = None if qa_out is None else Path(qa_out)
+        self.probabilities_out = None if probabilities_out is None else Path(probabilities_out)
+        self.confidence_dtype, self.overwrite, self.smoothing = (
+            confidence_dtype, overwrite, smoothing)
+        for t in self._targets(with_qa=False):  # the QA band is checked when it appears
+            check_output_folder(t.parent)
+            if t.exists() and not overwrite:
+                raise InputError(t, "output exists; pass --overwrite to replace it")
+        self._dir: Path | None = None
+        self._ds: dict[str, Any] = {}
+        self._nodata_windows: list[tuple[int, int, int, int]] = []
+
+    def _targets(self, with_qa: bool) -> list[Path]:
+        t = [self.out, self.out.with_suffix(".qml")]
+        t += [p for p in (self.confidence_out,) if p is not None]
+        if with_qa and self.qa_out is not None:
+            t.append(self.qa_out)
+        return t + [p for p in (self.probabilities_out,) if p is not None]
+
+    @property
+    def has_qa(self) -> bool:
+        return "qa" in self._ds
+
+    def __enter__(self) -> BlockMapWriter:
+        import rasterio
+
+        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        h, w = self.grid.shape
+        crs, tr = self.grid.crs, self.grid.transform
+        self._ds["raw"] = rasterio.open(self._dir / "raw.tif", "w", **scratch_profile(
+            h, w, 1, "uint8", crs, tr, NODATA_CLASS))
+        if self.confidence_out is not None:
+            dt = "uint8" if self.confidence_dtype == "uint8" else "float32"
+            nd = 255.0 if dt == "uint8" else float("nan")
+            self._ds["conf"] = rasterio.open(self._dir / "conf.tif", "w", **scratch_profile(
+                h, w, 1, dt, crs, tr, nd))
+        if self.probabilities_out is not None:
+            self._ds["prob"] = rasterio.open(self._dir / "prob.tif", "w", **scratch_profile(
+                h, w, len(CLASS_NAMES), "float32", crs, tr, float("nan")))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for ds in self._ds.values():
+            with contextlib.suppress(Exception):
+                ds.close()
+        self._ds.clear()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _window(self, r0: int, c0: int, h: int, w: int):
+        from rasterio.windows import Window
+
+        return Window(c0, r0, w, h)
+
+    def _open_qa(self) -> None:
+        import rasterio
+
+        from glacierfacies.scenes.masks import QA_NODATA
+
+        if self.qa_out.exists() and not self.overwrite:
+            raise InputError(self.qa_out, "output exists; pass --overwrite to replace it")
+        h, w = self.grid.shape
+        self._ds["qa"] = rasterio.open(self._dir / "qa.tif", "w", **scratch_profile(
+            h, w, 1, "uint8", self.grid.crs, self.grid.transform, None))
+        for r0, c0, bh, bw in self._nodata_windows:  # blocks seen before QA existed
+            self._ds["qa"].write(np.full((bh, bw), QA_NODATA, np.uint8), 1,
+                                 window=self._window(r0, c0, bh, bw))
+
+    def write(self, r0: int, c0: int, classes: np.ndarray, confidence: np.ndarray | None,
+              qa: np.ndarray | None = None, probs: np.ndarray | None = None) -> None:
+        """One block's unsmoothed classes, confidence in [0, 1] (NaN nodata), QA, probs."""
+        from glacierfacies.scenes.masks import QA_NODATA
+
+        bh, bw = classes.shape
+        win = self._window(r0, c0, bh, bw)
+        self._ds["raw"].write(np.asarray(classes, np.uint8), 1, window=win)
+        if "conf" in self._ds:
+            conf, _ = confidence_array(confidence, self.confidence_dtype)
+            self._ds["conf"].write(conf, 1, window=win)
+        if "prob" in self._ds:
+            self._ds["prob"].write(np.asarray(probs, np.float32), window=win)
+        if qa is not None and self.qa_out is not None and not self.has_qa:
+            self._open_qa()
+        if self.has_qa:
+            q = np.full((bh, bw), QA_NODATA, np.uint8) if qa is None else qa
+            self._ds["qa"].write(np.asarray(q, np.uint8), 1, window=win)
+        elif qa is None:
+            self._nodata_windows.append((r0, c0, bh, bw))
+
+    def write_nodata(self, r0: int, c0: int, h: int, w: int) -> None:
+        """A block with nothing to classify: nodata in every output."""
+        probs = (np.full((len(CLASS_NAMES), h, w), np.nan, np.float32)
+                 if "prob" in self._ds else None)
+        self.write(r0, c0, np.full((h, w), NODATA_CLASS, np.uint8),
+                   np.full((h, w), np.nan, np.float32), None, probs)
+
+    def _smooth(self, dest: Path) -> np.ndarray:
+        """Smoothed class map into `dest` window by window; returns the class counts."""
+        import rasterio
+
+        from glacierfacies.smoothing import mode_filter
+
+        raw = self._ds.pop("raw")
+        raw.close()
+        h, w = self.grid.shape
+        counts = np.zeros(len(CLASS_NAMES), np.int64)
+        s = SMOOTH_WINDOW_PX
+        with rasterio.open(self._dir / "raw.tif") as src, rasterio.open(
+                dest, "w", **src.profile) as dst:
+            for r0 in range(0, h, s):
+                for c0 in range(0, w, s):
+                    bh, bw = min(s, h - r0), min(s, w - c0)
+                    if self.smoothing:  # a 1 px halo (clipped at the map edge)
+                        rs, cs = max(r0 - 1, 0), max(c0 - 1, 0)
+                        re_, ce = min(r0 + bh + 1, h), min(c0 + bw + 1, w)
+                        block = src.read(1, window=self._window(rs, cs, re_ - rs, ce - cs))
+                        block = mode_filter(block)[r0 - rs : r0 - rs + bh, c0 - cs : c0 - cs + bw]
+                    else:
+                        block = src.read(1, window=self._window(r0, c0, bh, bw))
+                    dst.write(block, 1, window=self._window(r0, c0, bh, bw))
+                    counts += np.bincount(block[block != NODATA_CLASS],
+                                          minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
+        return counts
+
+    def finish(self, tags: dict[str, str]) -> tuple[list[Path], np.ndarray]:
+        """Smooth, tag and copy every output to its COG; (targets written, class counts)."""
+        import rasterio
+
+        from glacierfacies.scenes.masks import QA_MASKED, QA_NODATA, QA_SATURATED
+
+        for ds in self._ds.values():
+            ds.close()
+        classes_tif = self._dir / "classes.tif"
+        counts = self._smooth(classes_tif)
+        ds_tags, band_tags = class_tags(tags)
+        scratch = {"map": (classes_tif, "mode", "facies class", ds_tags, band_tags,
+                           colour_table())}
+        if "conf" in self._ds:
+            u8 = self.confidence_dtype == "uint8"
+            scratch["conf"] = (self._dir / "conf.tif", "average",
+                               "confidence (calibrated probability of the model's class"
+                               + (", percent)" if u8 else ")"),
+                               {"UNITS": "percent" if u8 else "probability",
+                                "PRODUCER": "glacierfacies", **tags}, None, None)
+        if "qa" in self._ds:
+            scratch["qa"] = (self._dir / "qa.tif", "nearest", "product QA bits",
+                             {"PRODUCER": "glacierfacies", **tags,
+                              "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
+                                         f"{QA_SATURATED}=saturated (kept), "
+                                         f"{QA_NODATA}=no valid reflectance"}, None, None)
+        if "prob" in self._ds:
+            scratch["prob"] = (self._dir / "prob.tif", "average",
+                               [f"probability of {name}" for name in CLASS_NAMES],
+                               {"UNITS": "probability", "CLASS_NAMES": ",".join(CLASS_NAMES),
+                                "PRODUCER": "glacierfacies", **tags}, None, None)
+        self._ds.clear()
+        for path, _, desc, t, bt, cmap in scratch.values():
+            with rasterio.open(path, "r+") as dst:
+                describe(dst, desc, t, bt, cmap)
+        dest = {"map": self.out, "conf": self.confidence_out, "qa": self.qa_out,
+                "prob": self.probabilities_out}
+        targets = [self.out, self.out.with_suffix(".qml")]
+        with contextlib.ExitStack() as stack:
+            tmp_map = stack.enter_context(atomic_output(self.out, overwrite=self.overwrite))
+            tmp_qml = stack.enter_context(atomic_output(targets[1], overwrite=self.overwrite))
+            for key in ("conf", "qa", "prob"):
+                if key in scratch:
+                    targets.append(dest[key])
+                    tmp = stack.enter_context(atomic_output(dest[key], overwrite=self.overwrite))
+                    copy_cog(scratch[key][0], tmp, scratch[key][1])
+            tmp_qml.write_text(qml_style())
+            copy_cog(classes_tif, tmp_map, "mode")
+        return targets, counts
