@@ -19,8 +19,128 @@ from glacierfacies.outlines import rasterise_outlines, read_outlines
 from glacierfacies.scenes.base import Scene
 from glacierfacies.scenes.grid import Grid, _open_raster, _read_onto
 
-#: Extra DEM margin (metres) around the scene for cast shadows / slope / proximity at edges.
+#: Floor of the DEM margin (metres) around a scene or block for slope / shadows at edges.
 TERRAIN_MARGIN_M = 1000.0
+#: Cap of the cast-shadow reach and of the proximity margin (metres): a block then reads at
+#: most this much terrain beyond its edge; shadows longer than it are not cast (stated in
+#: the tags SHADOW_REACH_M / TERRAIN_MARGIN_M).
+TERRAIN_MARGIN_CAP_M = 10_000.0
+
+
+@dataclass(frozen=True)
+class TerrainContext:
+    """Scene-wide terrain settings, the same for the whole scene and every block of it, so
+    that block-wise features equal whole-scene features exactly.
+
+    `shadow_reach_m` = min(cap, relief / tan(sun elevation)) is how far shadows are
+    marched; `margin_m` is the DEM/outline margin read around a scene or block (the reach,
+    the largest inside distance of a glacier for proximity, and the 3x3 kernel);
+    `sun_azimuth_grid_deg` is the sun azimuth from grid north (true azimuth + the angle of
+    true north in the grid, the grid convergence at the scene centre).
+    """
+
+    relief_m: float
+    sun_azimuth_deg: float
+    sun_elevation_deg: float
+    convergence_deg: float
+    shadow_reach_m: float
+    proximity_margin_m: float
+
+    @property
+    def sun_azimuth_grid_deg(self) -> float:
+        return (self.sun_azimuth_deg + self.convergence_deg) % 360.0
+
+    @property
+    def margin_m(self) -> float:
+        return max(TERRAIN_MARGIN_M, self.shadow_reach_m, self.proximity_margin_m)
+
+    def tags(self) -> dict[str, str]:
+        return {"TERRAIN_MARGIN_M": f"{self.margin_m:.1f}",
+                "SHADOW_REACH_M": f"{self.shadow_reach_m:.1f}",
+                "SHADOW_REACH_CAP_M": f"{TERRAIN_MARGIN_CAP_M:.0f}",
+                "DEM_RELIEF_M": f"{self.relief_m:.1f}",
+                "GRID_CONVERGENCE_DEG": f"{self.convergence_deg:.4f}",
+                "SUN_AZIMUTH_GRID_DEG": f"{self.sun_azimuth_grid_deg:.4f}"}
+
+
+def grid_convergence_deg(grid: Grid) -> float:
+    """Azimuth of true north measured from grid north at the grid centre (degrees, > 0 when
+    true north points east of grid north); 0 for a geographic CRS."""
+    from pyproj import CRS, Transformer
+
+    crs = CRS.from_user_input(grid.crs)
+    if crs.is_geographic:
+        return 0.0
+    w, s, e, n = grid.bounds
+    x, y = (w + e) / 2, (s + n) / 2
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    from_ll = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    lon, lat = to_ll.transform(x, y)
+    x2, y2 = from_ll.transform(lon, lat + 1e-3)
+    return math.degrees(math.atan2(x2 - x, y2 - y))
+
+
+def _dem_relief(dem_path, grid: Grid, margin_m: float) -> float:
+    """max - min of the DEM under `grid` widened by `margin_m`, read by strips at the DEM's
+    own resolution (exact, bounded RAM)."""
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window, from_bounds
+
+    w, s, e, n = grid.bounds
+    with _open_raster(dem_path) as src:
+        b = transform_bounds(grid.crs, src.crs, w - margin_m, s - margin_m, e + margin_m,
+                             n + margin_m)
+        win = from_bounds(*b, transform=src.transform).round_offsets().round_lengths()
+        win = win.intersection(Window(0, 0, src.width, src.height))
+        lo, hi = math.inf, -math.inf
+        step = max(1, (1 << 24) // max(int(win.width), 1))
+        for r in range(int(win.row_off), int(win.row_off + win.height), step):
+            h = min(step, int(win.row_off + win.height) - r)
+            z = src.read(1, window=Window(win.col_off, r, win.width, h), masked=True)
+            z = np.ma.masked_invalid(z.astype(np.float32))
+            if z.count():
+                lo, hi = min(lo, float(z.min())), max(hi, float(z.max()))
+    return hi - lo if hi >= lo else 0.0
+
+
+def _inside_radius_m(outlines_path, grid: Grid, cap_m: float) -> float:
+    """An upper bound of the distance from a glacier pixel to the nearest ice edge: half the
+    smaller side of the bounding box of each connected ice body (union of the outlines)."""
+    from shapely.ops import unary_union
+
+    try:
+        near = read_outlines(outlines_path, grid=_pad_grid(grid, 0))
+    except InputError:
+        return 0.0
+    union = unary_union(list(near.geometry))
+    parts = getattr(union, "geoms", [union])
+    r = 0.0
+    for g in parts:
+        minx, miny, maxx, maxy = g.bounds
+        r = max(r, 0.5 * min(maxx - minx, maxy - miny))
+    return min(cap_m, r)
+
+
+def terrain_context(scene: Scene, dem_path, outlines_path, grid: Grid | None = None,
+                    buffer_m: float = 0.0) -> TerrainContext:
+    """The TerrainContext of the scene on `grid` (default: the scene's own grid). Give the
+    whole scene's grid when `scene` is one block of it. Sun angles computed from the time
+    (no metadata angles) are recomputed at the centre of `grid`, as the whole scene has them.
+    """
+    from glacierfacies.scenes.base import _sun_from_time
+
+    grid = scene.grid if grid is None else grid
+    az, el = scene.sun_azimuth_deg, scene.sun_elevation_deg
+    if scene.metadata.get("sun_angles") == "computed" and scene.acquired is not None:
+        az, el = _sun_from_time(scene.acquired, grid)
+    res = max(abs(grid.transform.a), abs(grid.transform.e))
+    relief = _dem_relief(dem_path, grid, TERRAIN_MARGIN_CAP_M)
+    reach = terrain.shadow_reach_m(relief, el, TERRAIN_MARGIN_CAP_M)
+    prox = min(TERRAIN_MARGIN_CAP_M,
+               _inside_radius_m(outlines_path, grid, TERRAIN_MARGIN_CAP_M) + buffer_m + 2 * res)
+    return TerrainContext(relief_m=relief, sun_azimuth_deg=float(az), sun_elevation_deg=float(el),
+                          convergence_deg=grid_convergence_deg(grid), shadow_reach_m=reach,
+                          proximity_margin_m=prox)
 
 
 @dataclass
@@ -41,6 +161,7 @@ class FeatureStack:
     crs: Any
     scene: Scene  # metadata; its reflectance is a view of features[:6]
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    terrain: TerrainContext | None = None  # the margins and sun the terrain features used
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -86,23 +207,25 @@ def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
 
 def build_feature_stack(
     scene: Scene, dem_path: str | os.PathLike, outlines_path: str | os.PathLike,
-    require_outline: bool = True,
+    require_outline: bool = True, context: TerrainContext | None = None,
 ) -> FeatureStack:
     """The 11 features on the scene's grid (FEATURE_NAMES order; units in FeatureStack).
 
-    The DEM is reprojected onto the scene grid plus a TERRAIN_MARGIN_M margin (bilinear),
-    so slopes, cast shadows and proximity see terrain and outlines beyond the scene edge: a
-    block of a scene gets the whole scene's features wherever that margin holds the terrain
-    and the nearest outline edge. Only the DEM window and the outlines under the padded grid
-    are read. Cast shadow and hillshade use the scene's sun. Outlines in another CRS are
-    reprojected. `require_outline=False` (a window of a scene, e.g. around off-glacier
+    The DEM is reprojected onto the scene grid plus the `context` margin (bilinear; see
+    TerrainContext: it covers the shadow reach, the inside distance of the glaciers and the
+    kernel), so slopes, cast shadows and proximity see terrain and outlines beyond the scene
+    edge, and a block built with the whole scene's `context` gets exactly the whole scene's
+    features on glacier pixels. Only the DEM window and the outlines under the padded grid
+    are read. Cast shadow and hillshade use the context's sun, its azimuth turned to grid
+    north. Outlines in another CRS are reprojected. `require_outline=False` (a window of a scene, e.g. around off-glacier
     labels) gives an empty outline table instead of an InputError when none is near.
     """
     from shapely.geometry import box
 
     grid = scene.grid
+    ctx = terrain_context(scene, dem_path, outlines_path) if context is None else context
     res_x, res_y = abs(grid.transform.a), abs(grid.transform.e)
-    pad = int(math.ceil(TERRAIN_MARGIN_M / max(res_x, res_y)))
+    pad = int(math.ceil(ctx.margin_m / min(res_x, res_y))) + 2
     pgrid = _pad_grid(grid, pad)
     inner = (slice(pad, pad + grid.height), slice(pad, pad + grid.width))
     # Outlines within the terrain margin count for proximity; `outlines` (and the indices
@@ -122,12 +245,14 @@ def build_feature_stack(
         raise InputError(dem_path, "DEM has no valid elevation over the scene")
     grads = terrain.horn_gradients(z, (res_x, res_y))
     slope = terrain.slope_from_gradients(*grads)
-    shadow = terrain.cast_shadow(z, (res_x, res_y), scene.sun_azimuth_deg, scene.sun_elevation_deg)
+    shadow = terrain.cast_shadow(z, (res_x, res_y), ctx.sun_azimuth_grid_deg,
+                                 ctx.sun_elevation_deg, max_distance_m=ctx.shadow_reach_m,
+                                 region=inner)
     hs = terrain.hillshade(
         z,
         (res_x, res_y),
-        scene.sun_azimuth_deg,
-        max(scene.sun_elevation_deg, 0.0),
+        ctx.sun_azimuth_grid_deg,
+        max(ctx.sun_elevation_deg, 0.0),
         gradients=grads,
     )
     del grads
@@ -158,6 +283,7 @@ def build_feature_stack(
         transform=grid.transform,
         crs=grid.crs,
         scene=meta,
+        terrain=ctx,
     )
 
 
@@ -218,6 +344,7 @@ def write_feature_stack(
                 features=",".join(stack.feature_names),
                 units="reflectance x6, m, deg, 0/1, 0..255 (gdaldem), m (>0 inside glacier)",
                 **scene_notes(sc),
+                **({} if stack.terrain is None else stack.terrain.tags()),
             )
     return dest
 

@@ -23,7 +23,16 @@ __all__ = [
     "cast_shadow",
     "proximity",
     "solar_position",
+    "shadow_reach_m",
 ]
+
+
+def shadow_reach_m(relief_m: float, sun_elevation_deg: float, cap_m: float) -> float:
+    """How far (m) toward the sun terrain can cast a shadow: relief / tan(sun elevation),
+    at most `cap_m` (0 with the sun at or below the horizon, or overhead: nothing to march)."""
+    if not (0.0 < sun_elevation_deg < 90.0) or not relief_m > 0:
+        return 0.0
+    return float(min(cap_m, relief_m / math.tan(math.radians(sun_elevation_deg))))
 
 
 def _pixel_xy(pixel_size_m: float | tuple[float, float]) -> tuple[float, float]:
@@ -149,8 +158,13 @@ def cast_shadow(
     sun_azimuth_deg: float,
     sun_elevation_deg: float,
     max_distance_m: float | None = None,
+    region: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Cast-shadow mask (bool, True = the sun is hidden by terrain toward it).
+
+    `region` (row and column slices) computes only the pixels inside it (False elsewhere);
+    the rest of the array still casts shadows onto them. A DEM padded by a terrain margin
+    then costs the march over the pixels that are used, not over the margin.
 
     Marches from every pixel toward the sun, one pixel per step along the dominant axis
     (linear interpolation across the other axis), over the whole array at once: a pixel is
@@ -188,9 +202,15 @@ def cast_shadow(
     if max_distance_m is not None:
         reach = min(reach, float(max_distance_m))
     n_steps = min(int(math.ceil(reach / step_m)), h if abs(drow) >= abs(dcol) else w)
-    low = np.float32(zmin - 1e6)  # "no obstacle" value for NaN cells
+    # "no obstacle" value for NaN cells: a constant, so a window of a DEM marches like the
+    # whole DEM does (a value from the array's own minimum would differ between the two)
+    low = np.float32(-1e6)
     zf = np.where(valid, z, low).astype(np.float32)
     along_rows = abs(drow) >= abs(dcol)
+    if region is None:
+        region = (slice(0, h), slice(0, w))
+    g_r0, g_r1, _ = region[0].indices(h)
+    g_c0, g_c1, _ = region[1].indices(w)
     for k in range(1, n_steps + 1):
         rise = np.float32(k * step_m * tan_e)
         if along_rows:
@@ -208,8 +228,8 @@ def cast_shadow(
         # Target rows/cols whose both samples fall inside the array.
         rs = [s[0] for s in shifts]
         cs = [s[1] for s in shifts]
-        t_r0, t_r1 = max(0, -min(rs)), min(h, h - max(rs))
-        t_c0, t_c1 = max(0, -min(cs)), min(w, w - max(cs))
+        t_r0, t_r1 = max(g_r0, -min(rs)), min(g_r1, h - max(rs))
+        t_c0, t_c1 = max(g_c0, -min(cs)), min(g_c1, w - max(cs))
         if t_r0 >= t_r1 or t_c0 >= t_c1:
             break
         (ra, ca), (rb, cb) = shifts

@@ -62,15 +62,15 @@ def _sample_scene_windows(
     """Patches of one scene's points, read block by block: never the whole-scene stack.
 
     Points are grouped by SAMPLE_BLOCK_PX blocks of the scene grid; each group's features
-    are built on the window around its points (+ the patch halo; terrain gets its own
-    margin in `build_feature_stack`), as block-wise mapping builds them. Returns (usable,
+    are built on the window around its points (+ the patch halo) with the whole scene's
+    `TerrainContext`, so a patch equals the one cut from the whole-scene stack. Returns (usable,
     edge) masks over the points and one of the block scenes (metadata: sensor, date).
     """
     from rasterio.transform import Affine
 
     from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.stack import build_feature_stack
+    from glacierfacies.stack import build_feature_stack, terrain_context
 
     h = patch_size // 2
     edge = (rows - h < 0) | (cols - h < 0) | (rows + h >= grid.height) | (cols + h >= grid.width)
@@ -78,7 +78,7 @@ def _sample_scene_windows(
     inside = np.flatnonzero(~edge)
     keys = (rows[inside] // SAMPLE_BLOCK_PX) * (grid.width // SAMPLE_BLOCK_PX + 1) \
         + cols[inside] // SAMPLE_BLOCK_PX
-    meta = None
+    meta = context = None
     for key in np.unique(keys):
         pick = inside[keys == key]
         r0, c0 = int(rows[pick].min()) - h, int(cols[pick].min()) - h
@@ -91,8 +91,10 @@ def _sample_scene_windows(
                 continue  # every point of the block is invalid
             raise
         meta = block_scene
+        if context is None:  # the whole scene's margins and sun, as mapping uses them
+            context = terrain_context(block_scene, dem_path, outlines_path, grid=grid)
         stack = build_feature_stack(block_scene, dem_path, outlines_path,
-                                    require_outline=False)
+                                    require_outline=False, context=context)
         feats = np.asarray(stack.features)[fidx]
         windows, ok, _ = sample_windows(feats, rows[pick] - r0, cols[pick] - c0, patch_size)
         store[store_rows[pick[ok]]] = windows.astype(dt, copy=False)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from glacierfacies._io import check_output_folder
-from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS
+from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import COG_CACHE_MB
 from glacierfacies.mapping.config import MapConfig, PathLike
@@ -116,10 +116,10 @@ def _predict_blocks(
     """Dense prediction block by block into `writer` (a `BlockMapWriter`): each block
     (+ halo + context) read as a window grid, its glacier mask burned on that window.
 
-    Memory ~ one block's features; nothing of the scene's size is held. Optical features
-    equal the whole-scene ones; terrain features see `BLOCK_CONTEXT_PX` plus
-    stack.TERRAIN_MARGIN_M of terrain beyond the block (cast shadows longer than that, or
-    proximity to an edge farther than that, can differ from a whole-scene run).
+    Memory ~ one block's features; nothing of the scene's size is held. Every block uses
+    the whole scene's `stack.TerrainContext` (DEM margin from relief and sun elevation,
+    proximity margin from the glaciers' size, sun azimuth turned to grid north), so its
+    features, hence its map, equal a whole-scene run's on glacier pixels.
     """
     from rasterio.transform import Affine
 
@@ -127,10 +127,11 @@ def _predict_blocks(
     from glacierfacies.outlines import rasterise_outlines, read_outlines
     from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.stack import build_feature_stack, scene_notes
+    from glacierfacies.stack import build_feature_stack, scene_notes, terrain_context
 
     height, width = grid.shape
     margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
+    context = None
     gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
 
     def window_mask(r0: int, c0: int, h: int, w: int) -> np.ndarray:
@@ -148,7 +149,7 @@ def _predict_blocks(
     if not todo:
         raise InputError(outlines, "no glacier outline overlaps the scene")
     info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
-            "scene_id": None, "sensor": "", "acquired": "", "notes": {}}
+            "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "terrain": {}}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -165,9 +166,12 @@ def _predict_blocks(
                 writer.write_nodata(r0, c0, bh, bw)
                 continue
             raise
-        stack = build_feature_stack(block_scene, dem, outlines)
+        if context is None:  # the whole scene's margins and sun, for every block
+            context = terrain_context(block_scene, dem, outlines, grid=grid)
+        stack = build_feature_stack(block_scene, dem, outlines, context=context)
         info.update(scene_id=block_scene.scene_id, sensor=block_scene.sensor,
-                    acquired=block_scene.acquired, notes=scene_notes(block_scene))
+                    acquired=block_scene.acquired, notes=scene_notes(block_scene),
+                    terrain=context.tags())
         bmask = np.zeros(bgrid.shape, bool)
         rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
         re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
@@ -251,7 +255,8 @@ def map_scene(
                 precision, progress, writer, cfg.read,
                 return_probs=probabilities_out is not None,
             )
-            ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes")}
+            ident = {k: info.pop(k) for k in ("scene_id", "sensor", "acquired", "notes",
+                                               "terrain")}
             tiles_run, tiles_skipped = info["tiles_run"], info["tiles_skipped"]
         else:
             sc = read_scene(scene, options=cfg.read)
@@ -262,7 +267,7 @@ def map_scene(
             )
             writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs)
             ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
-                     "notes": scene_notes(sc)}
+                     "notes": scene_notes(sc), "terrain": stack.terrain.tags()}
             tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
             del stack, sc, pred
         meta = {
@@ -273,6 +278,7 @@ def map_scene(
             "SMOOTHING": "mode3x3" if smoothing else "none",
             "BUFFER_M": f"{buffer_m:g}",
             **{k.upper(): v for k, v in ident["notes"].items()},
+            **ident["terrain"],
         }
         if writer.has_qa:
             meta["QA"] = qa_path(out).name
