@@ -79,12 +79,11 @@ def test_blocks_equal_whole_scene_on_glacier_pixels(world):
 
 
 def test_grid_convergence_and_rotated_sun():
+    from pyproj import Transformer
     from rasterio.transform import from_origin
 
     from glacierfacies.scenes.grid import Grid
     from glacierfacies.stack import grid_convergence_deg
-
-    from pyproj import Transformer
 
     # UTM 32N, central meridian 9 E: east of it, true north points west of grid north
     x, y = 700_000.0, 5_100_000.0
