@@ -86,17 +86,28 @@ def _dem_relief(dem_path, grid: Grid, margin_m: float) -> float:
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
+    import rasterio
+
     w, s, e, n = grid.bounds
     with _open_raster(dem_path) as src:
+        if src.crs is None:
+            raise InputError(dem_path, "DEM has no CRS")
         b = transform_bounds(grid.crs, src.crs, w - margin_m, s - margin_m, e + margin_m,
                              n + margin_m)
+        d = src.bounds
+        if b[0] >= d.right or b[2] <= d.left or b[1] >= d.top or b[3] <= d.bottom:
+            raise InputError(dem_path, "DEM does not overlap the scene")
         win = from_bounds(*b, transform=src.transform).round_offsets().round_lengths()
         win = win.intersection(Window(0, 0, src.width, src.height))
         lo, hi = math.inf, -math.inf
         step = max(1, (1 << 24) // max(int(win.width), 1))
         for r in range(int(win.row_off), int(win.row_off + win.height), step):
             h = min(step, int(win.row_off + win.height) - r)
-            z = src.read(1, window=Window(win.col_off, r, win.width, h), masked=True)
+            try:
+                z = src.read(1, window=Window(win.col_off, r, win.width, h), masked=True)
+            except rasterio.errors.RasterioError as exc:
+                raise InputError(dem_path, f"cannot read DEM ({str(exc).splitlines()[0]})"
+                                 ) from None
             z = np.ma.masked_invalid(z.astype(np.float32))
             if z.count():
                 lo, hi = min(lo, float(z.min())), max(hi, float(z.max()))
@@ -303,6 +314,103 @@ def scene_notes(scene: Scene) -> dict[str, str]:
     return {tag: str(scene.metadata[k]) for k, tag in keys.items() if scene.metadata.get(k)}
 
 
+def _stack_profile(h: int, w: int, crs: Any, transform: Any) -> dict:
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": len(FEATURE_NAMES),
+        "dtype": "float32",
+        "crs": crs,
+        "transform": transform,
+        "nodata": np.nan,
+        "compress": "deflate",
+        "predictor": 3,
+        "BIGTIFF": "IF_SAFER",
+        "interleave": "band",
+    }
+    if h >= 256 and w >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    return profile
+
+
+def _stack_tags(sc: Scene, names: tuple[str, ...], ctx: TerrainContext | None) -> dict:
+    return dict(
+        sensor=sc.sensor,
+        scene_id=sc.scene_id,
+        acquired=sc.acquired.isoformat(),
+        sun_azimuth_deg=f"{sc.sun_azimuth_deg:.4f}",
+        sun_elevation_deg=f"{sc.sun_elevation_deg:.4f}",
+        source=str(sc.source),
+        features=",".join(names),
+        units="reflectance x6, m, deg, 0/1, 0..255 (gdaldem), m (>0 inside glacier)",
+        **scene_notes(sc),
+        **({} if ctx is None else ctx.tags()),
+    )
+
+
+def write_feature_stack_blocks(
+    scene_path: str | os.PathLike, dem_path: str | os.PathLike,
+    outlines_path: str | os.PathLike, path: str | os.PathLike, read_options: Any = None,
+    overwrite: bool = True, block_size: int = 2048, progress: bool = True,
+) -> dict[str, Any]:
+    """The 11-band stack of a scene written block by block (RAM of one block, any scene
+    size), with the whole scene's TerrainContext: the same values as `build_feature_stack`
+    on glacier pixels. Returns {"shape", "valid_fraction", "glaciers", "scene_id"}."""
+    import rasterio
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
+
+    from glacierfacies.scenes.reader import read_scene, scene_grid
+
+    grid = scene_grid(scene_path)
+    h, w = grid.shape
+    blocks = [(r, c) for r in range(0, h, block_size) for c in range(0, w, block_size)]
+    ctx, first, n_valid, glaciers = None, None, 0, set()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(blocks), desc="feature blocks", unit="block")
+    try:
+        with atomic_output(Path(path), overwrite=overwrite) as tmp, rasterio.Env(
+                GDAL_CACHEMAX=256), rasterio.open(tmp, "w", **_stack_profile(
+                    h, w, grid.crs, grid.transform)) as dst:
+            for i, name in enumerate(FEATURE_NAMES, start=1):
+                dst.set_band_description(i, name)
+            for r0, c0 in blocks:
+                bh, bw = min(block_size, h - r0), min(block_size, w - c0)
+                win = Window(c0, r0, bw, bh)
+                bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), bh, bw)
+                try:
+                    sc = read_scene(scene_path, grid=bgrid, options=read_options)
+                except InputError as exc:
+                    if "no valid pixel" not in exc.problem:
+                        raise
+                    dst.write(np.full((len(FEATURE_NAMES), bh, bw), np.nan, np.float32), window=win)
+                else:
+                    if ctx is None:
+                        ctx, first = terrain_context(sc, dem_path, outlines_path, grid=grid), sc
+                    st = build_feature_stack(sc, dem_path, outlines_path, require_outline=False,
+                                             context=ctx)
+                    dst.write(st.features, window=win)
+                    n_valid += int(st.valid.sum())
+                    glaciers.update(str(g) for g in st.outlines.geometry.to_wkb())
+                    del st, sc
+                if bar is not None:
+                    bar.update(1)
+            if first is None:
+                raise InputError(scene_path, "scene has no valid pixel")
+            if not glaciers:
+                raise InputError(outlines_path, "no outline intersects the scene")
+            dst.update_tags(**_stack_tags(first, FEATURE_NAMES, ctx))
+    finally:
+        if bar is not None:
+            bar.close()  # its line ends before an error is printed
+    return {"shape": (h, w), "valid_fraction": n_valid / max(h * w, 1),
+            "glaciers": len(glaciers), "scene_id": first.scene_id}
+
+
 def write_feature_stack(
     stack: FeatureStack, path: str | os.PathLike, overwrite: bool = True
 ) -> Path:
@@ -312,39 +420,12 @@ def write_feature_stack(
 
     dest = Path(path)
     h, w = stack.shape
-    profile = {
-        "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": len(stack.feature_names),
-        "dtype": "float32",
-        "crs": stack.crs,
-        "transform": stack.transform,
-        "nodata": np.nan,
-        "compress": "deflate",
-        "predictor": 3,
-        "BIGTIFF": "IF_SAFER",
-        "interleave": "band",
-    }
-    if h >= 256 and w >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    profile = _stack_profile(h, w, stack.crs, stack.transform)
     sc = stack.scene
     with atomic_output(dest, overwrite=overwrite) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(stack.features)
             for i, name in enumerate(stack.feature_names, start=1):
                 dst.set_band_description(i, name)
-            dst.update_tags(
-                sensor=sc.sensor,
-                scene_id=sc.scene_id,
-                acquired=sc.acquired.isoformat(),
-                sun_azimuth_deg=f"{sc.sun_azimuth_deg:.4f}",
-                sun_elevation_deg=f"{sc.sun_elevation_deg:.4f}",
-                source=str(sc.source),
-                features=",".join(stack.feature_names),
-                units="reflectance x6, m, deg, 0/1, 0..255 (gdaldem), m (>0 inside glacier)",
-                **scene_notes(sc),
-                **({} if stack.terrain is None else stack.terrain.tags()),
-            )
+            dst.update_tags(**_stack_tags(sc, stack.feature_names, stack.terrain))
     return dest
-

@@ -32,14 +32,13 @@ def features_cmd(scene_path: Path, dem: Path, outlines: Path, output: Path,
     """Build the 11-feature stack (6 reflectances, elevation, slope, shadow_mask, hillshade,
     proximity) of SCENE (.SAFE/.SAFE.zip, Landsat C2 L2 folder/.tar, HLS granule, S2 band
     folder or GeoTIFF)."""
-    from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.stack import build_feature_stack, write_feature_stack
+    from glacierfacies.stack import write_feature_stack_blocks
 
     options = read_options(read_kw)
     check_output(output, overwrite=overwrite)  # before reading anything
-    scene = read_scene(scene_path, options=options)
-    stack = build_feature_stack(scene, dem, outlines)
-    write_feature_stack(stack, output, overwrite=overwrite)
-    n_glac = int(len(stack.outlines))
-    click.echo(f"{output}: {stack.shape[0]}x{stack.shape[1]} px, 11 bands, "
-               f"{stack.valid.mean():.1%} valid, {n_glac} glacier(s), scene {scene.scene_id}")
+    # block by block (RAM of one block); equal to the whole-scene stack on glacier pixels
+    info = write_feature_stack_blocks(scene_path, dem, outlines, output, read_options=options,
+                                      overwrite=overwrite)
+    h, w = info["shape"]
+    click.echo(f"{output}: {h}x{w} px, 11 bands, {info['valid_fraction']:.1%} valid, "
+               f"{info['glaciers']} glacier(s), scene {info['scene_id']}")

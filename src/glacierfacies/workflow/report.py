@@ -54,8 +54,15 @@ def _metrics_tables(metrics: dict[str, Any]) -> list[str]:
     return tables
 
 
+QUICKLOOK_PX = 1200  # longest side of a quicklook read (map from overviews, scene onto it)
+
+
 def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = None) -> list:
     import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import Affine
+
+    from glacierfacies.scenes.grid import Grid
 
     from glacierfacies.mapping.scene_map import scene_stem
     from glacierfacies.scenes.reader import read_scene
@@ -69,10 +76,14 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
         if not facies.is_file():
             continue
         with rasterio.open(facies) as ds:
-            classes = ds.read(1)
+            # at most QUICKLOOK_PX a side: the COG's overviews, never the full-size map
+            k = max(1, -(-max(ds.height, ds.width) // QUICKLOOK_PX))
+            shape = (-(-ds.height // k), -(-ds.width // k))
+            classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
             tags = ds.tags()
-            grid_path = facies
-        sc = read_scene(scene, grid=grid_path, options=read_options)
+            grid = Grid(ds.crs, ds.transform @ Affine.scale(ds.width / shape[1],
+                                                            ds.height / shape[0]), *shape)
+        sc = read_scene(scene, grid=grid, options=read_options)
         rgb = sc.reflectance[[2, 1, 0]]
         path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
                              title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
