@@ -83,10 +83,9 @@ def grid_convergence_deg(grid: Grid) -> float:
 def _dem_relief(dem_path, grid: Grid, margin_m: float) -> float:
     """max - min of the DEM under `grid` widened by `margin_m`, read by strips at the DEM's
     own resolution (exact, bounded RAM)."""
+    import rasterio
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
-
-    import rasterio
 
     w, s, e, n = grid.bounds
     with _open_raster(dem_path) as src:

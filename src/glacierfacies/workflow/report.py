@@ -62,9 +62,8 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
     from rasterio.enums import Resampling
     from rasterio.transform import Affine
 
-    from glacierfacies.scenes.grid import Grid
-
     from glacierfacies.mapping.scene_map import scene_stem
+    from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.workflow.figures import quicklook_png
     from glacierfacies.workflow.html import Figure
