@@ -362,7 +362,7 @@ def write_feature_stack_blocks(
 
     from glacierfacies.scenes.reader import read_scene, scene_grid
 
-    grid = scene_grid(scene_path)
+    grid = scene_grid(scene_path, 10.0 if read_options is None else read_options.resolution_m)
     h, w = grid.shape
     blocks = [(r, c) for r in range(0, h, block_size) for c in range(0, w, block_size)]
     ctx, first, n_valid, glaciers = None, None, 0, set()

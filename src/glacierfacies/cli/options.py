@@ -145,6 +145,10 @@ def read_options_decorator(f):
         click.option("--s2-offset", type=float, default=None,
                      help="Sentinel-2 BOA_ADD_OFFSET in DN (-1000 or 0), overriding the "
                           "metadata, the product name's _Nxxxx_ and the date."),
+        click.option("--resolution", type=click.Choice(["10", "20", "30"]), default="10",
+                     show_default=True, callback=lambda _c, _p, v: float(v),
+                     help="Target grid in metres (30 for Landsat-only work); a model is "
+                          "used only on the grid it was trained on."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -152,7 +156,7 @@ def read_options_decorator(f):
 
 
 READ_OPTION_NAMES = ("band_map", "scale", "offset", "nodata", "no_product_mask",
-                     "mask_saturated", "s2_offset")
+                     "mask_saturated", "s2_offset", "resolution")
 
 
 def read_options(kwargs: dict):

@@ -201,7 +201,8 @@ def build_patchset(
         per_scene: dict[str, dict[str, int]] = {}
         for sid in tqdm(sorted(set(scene_ids)), desc="sampling scenes", unit="scene"):
             rows_i = np.flatnonzero(scene_ids == sid)
-            grid = scene_grid(scenes[sid])
+            grid = scene_grid(scenes[sid], 10.0 if read_options is None
+                              else read_options.resolution_m)
             pts = gdf.geometry.iloc[rows_i].to_crs(grid.crs)
             x, y = pts.x.to_numpy(), pts.y.to_numpy()
             r, c = rowcol(grid.transform, x, y)

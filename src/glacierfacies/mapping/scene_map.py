@@ -15,7 +15,7 @@ from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import COG_CACHE_MB
 from glacierfacies.mapping.config import MapConfig, PathLike
-from glacierfacies.model.card import load_members
+from glacierfacies.model.card import check_resolution, load_members
 
 
 def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
@@ -75,11 +75,12 @@ DEFAULT_BLOCK_SIZE = 2048
 BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around each block
 
 
-def scene_grid(scene: PathLike) -> Any:
-    """The scene's 10 m grid without reading pixels (`scene.scene_grid`)."""
+def scene_grid(scene: PathLike, resolution_m: float = 10.0) -> Any:
+    """The scene's grid (10 m, or `resolution_m`) without reading pixels
+    (`scenes.reader.scene_grid`)."""
     from glacierfacies.scenes.reader import scene_grid as _scene_grid
 
-    return _scene_grid(scene)
+    return _scene_grid(scene, resolution_m)
 
 
 def _check_dem_overlap(dem: PathLike, grid: Any) -> None:
@@ -233,9 +234,11 @@ def map_scene(
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
             raise InputError(p, f"{what} does not exist")
+    resolution_m = 10.0 if cfg.read is None else cfg.read.resolution_m
+    check_resolution(models, resolution_m)
     if members is None:
         members = load_members(models)
-    grid = scene_grid(scene)
+    grid = scene_grid(scene, resolution_m)
     _check_dem_overlap(dem, grid)
     if block_size is None:
         block_size = DEFAULT_BLOCK_SIZE if grid.height * grid.width > BLOCK_THRESHOLD_PX else 0

@@ -18,7 +18,7 @@ from glacierfacies.errors import InputError, ModelMismatchError
 from glacierfacies.features import FEATURE_NAMES
 from glacierfacies.model.network import TwoScaleCNN
 
-__all__ = ["ModelCard", "load_members", "load_model", "save_model"]
+__all__ = ["ModelCard", "check_resolution", "load_members", "load_model", "save_model"]
 
 PathLike = str | os.PathLike
 
@@ -36,6 +36,7 @@ class ModelCard:
     calibration: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
     metrics: dict[str, Any] = field(default_factory=dict)
     fold: dict[str, Any] = field(default_factory=dict)
+    resolution_m: float = 10.0  # the grid of the training scenes (ReadOptions.resolution_m)
     path: str | None = None
 
     def to_json(self) -> str:
@@ -65,6 +66,23 @@ class ModelCard:
     @property
     def temperature(self) -> float:
         return float(self.calibration.get("temperature", 1.0))
+
+
+def check_resolution(model_paths: Sequence[PathLike], resolution_m: float) -> None:
+    """ModelMismatchError naming the model when it was trained on another grid than the one
+    the scenes are read onto (cards without the field are 10 m)."""
+    for path in model_paths:
+        js = Path(path).with_suffix(".json")
+        if not js.is_file():
+            continue  # load_model says what is missing
+        try:
+            trained = float(json.loads(js.read_text()).get("resolution_m", 10.0))
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            continue  # load_model says the card is invalid
+        if trained != float(resolution_m):
+            raise ModelMismatchError(path, f"model was trained on a {trained:g} m grid, but "
+                                           f"scenes are read on {float(resolution_m):g} m "
+                                           f"(--resolution {trained:g})")
 
 
 def save_model(model: TwoScaleCNN, card: ModelCard, path: str | os.PathLike) -> Path:

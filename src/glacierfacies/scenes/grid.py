@@ -268,8 +268,9 @@ def _tap_grid(crs, bounds: tuple[float, float, float, float], res: float = TARGE
     )
 
 
-def _default_grid(path, src) -> Grid:
-    """The scene's 10 m grid from one of its band files (see module docstring)."""
+def _default_grid(path, src, res: float = TARGET_RES_M) -> Grid:
+    """The scene's `res` m grid (10 m by default) from one of its band files (see module
+    docstring)."""
     if src.crs is None:
         raise InputError(path, "raster has no CRS")
     if src.crs.is_geographic:
@@ -279,18 +280,18 @@ def _default_grid(path, src) -> Grid:
         )
     t = src.transform
     crs = canonical_crs(src.crs)
-    if t.b == 0 and t.d == 0 and abs(t.a) == TARGET_RES_M and t.e == -TARGET_RES_M:
+    if t.b == 0 and t.d == 0 and abs(t.a) == res and t.e == -res:
         return Grid(crs, t, src.height, src.width)
     b = src.bounds
-    return _tap_grid(crs, (b.left, b.bottom, b.right, b.top))
+    return _tap_grid(crs, (b.left, b.bottom, b.right, b.top), res)
 
 
-def _grid_of_files(files: list[tuple[Path, int]]) -> Grid:
-    """The default 10 m grid of a scene's band files: the finest band decides."""
+def _grid_of_files(files: list[tuple[Path, int]], res: float = TARGET_RES_M) -> Grid:
+    """The default `res` m grid of a scene's band files: the finest band decides."""
     best = None
     for f in dict.fromkeys(f for f, _ in files):
         with _open_raster(f) as src:
             if best is None or abs(src.transform.a) < best[0]:
-                best = (abs(src.transform.a), _default_grid(f, src))
+                best = (abs(src.transform.a), _default_grid(f, src, res))
     return best[1]
 

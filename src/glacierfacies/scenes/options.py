@@ -19,6 +19,9 @@ __all__ = ["PLAUSIBLE_REFLECTANCE", "ReadOptions"]
 #: outside it the DN coding is wrong (DN read as reflectance, a missing offset, ...).
 PLAUSIBLE_REFLECTANCE = (-0.05, 1.5)
 
+#: Target grids a scene can be read onto (metres).
+RESOLUTIONS_M = (10.0, 20.0, 30.0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReadOptions:
@@ -31,6 +34,8 @@ class ReadOptions:
     Fmask); `mask_saturated` also drops the pixels the product flags as saturated (off by
     default: bright snow saturates). `s2_offset_dn` overrides the Sentinel-2 BOA_ADD_OFFSET
     (DN, e.g. -1000 or 0) whatever the metadata, product name or date say.
+    `resolution_m` is the target grid's pixel size (10, 20 or 30 m; 30 suits Landsat-only
+    work: a Landsat scene on the 10 m grid is 9x the pixels for no information).
     """
 
     band_map: dict[str, int] | None = None
@@ -40,8 +45,14 @@ class ReadOptions:
     product_mask: bool = True
     mask_saturated: bool = False
     s2_offset_dn: float | None = None
+    resolution_m: float = 10.0
 
     def __post_init__(self) -> None:
+        if float(self.resolution_m) not in RESOLUTIONS_M:
+            raise InputError(None, f"--resolution must be one of "
+                                   f"{', '.join(f'{r:g}' for r in RESOLUTIONS_M)}, got "
+                                   f"{self.resolution_m}")
+        object.__setattr__(self, "resolution_m", float(self.resolution_m))
         for name in ("scale", "offset", "nodata", "s2_offset_dn"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(float(v)):
@@ -57,7 +68,7 @@ class ReadOptions:
     def from_cli(cls, band_map: str | dict | None = None, scale: float | None = None,
                  offset: float | None = None, nodata: float | None = None,
                  no_product_mask: bool = False, mask_saturated: bool = False,
-                 s2_offset: float | None = None) -> ReadOptions:
+                 s2_offset: float | None = None, resolution: float = 10.0) -> ReadOptions:
         """From the command-line options (a band map as 'blue=1,green=2,...')."""
         bmap = band_map
         if isinstance(band_map, str):
@@ -69,7 +80,7 @@ class ReadOptions:
                 raise InputError(None, f"--band-map: {exc}") from None
         return cls(band_map=bmap or None, scale=scale, offset=offset, nodata=nodata,
                    product_mask=not no_product_mask, mask_saturated=mask_saturated,
-                   s2_offset_dn=s2_offset)
+                   s2_offset_dn=s2_offset, resolution_m=resolution)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ReadOptions:
@@ -82,7 +93,8 @@ class ReadOptions:
                                    f"{sorted(known)}")
         if isinstance(d.get("band_map"), str):
             return cls.from_cli(**{**{k: v for k, v in d.items() if k not in
-                                      ("product_mask", "s2_offset_dn")},
+                                      ("product_mask", "s2_offset_dn", "resolution_m")},
+                                   "resolution": d.get("resolution_m", 10.0),
                                    "no_product_mask": not d.get("product_mask", True),
                                    "s2_offset": d.get("s2_offset_dn")})
         return cls(**d)

@@ -11,7 +11,7 @@ from typing import Any
 from glacierfacies.errors import InputError
 from glacierfacies.scenes.base import Scene, check_plausible
 from glacierfacies.scenes.generic import _is_stack, _read_generic
-from glacierfacies.scenes.grid import Grid, _grid_of_files, _open_raster
+from glacierfacies.scenes.grid import TARGET_RES_M, Grid, _grid_of_files, _open_raster
 from glacierfacies.scenes.hls import _hls_files, _read_hls, find_granules, is_hls
 from glacierfacies.scenes.landsat import (
     _find_mtl,
@@ -131,6 +131,8 @@ def read_scene(
             opts, band_map=band_map if band_map is not None else opts.band_map,
             scale=scale if scale is not None else opts.scale,
             offset=offset if offset is not None else opts.offset)
+    if grid is None and opts.resolution_m != TARGET_RES_M:
+        grid = scene_grid(p, opts.resolution_m)
     target = None if grid is None else Grid.of(grid)
     if _is_safe(p):
         scene = _read_s2(p, target, safe=True, options=opts)
@@ -151,9 +153,9 @@ def read_scene(
     return scene
 
 
-def scene_grid(path: str | os.PathLike) -> Grid:
-    """The 10 m grid `read_scene(path)` would use, from the band files' headers only (no
-    pixels read): lets block-wise mapping plan blocks of a huge scene cheaply."""
+def scene_grid(path: str | os.PathLike, resolution_m: float = TARGET_RES_M) -> Grid:
+    """The grid `read_scene(path)` would use (10 m, or `ReadOptions.resolution_m`), from the
+    band files' headers only (no pixels read): lets block-wise work plan blocks cheaply."""
     p = Path(path)
     if not p.exists():
         raise InputError(p, "scene not found")
@@ -171,7 +173,7 @@ def scene_grid(path: str | os.PathLike) -> Grid:
         files = [(p, 1)]
     else:
         raise InputError(p, _NOT_A_SCENE)
-    return _grid_of_files(files)
+    return _grid_of_files(files, resolution_m)
 
 
 def scene_ids(paths: Iterable[str | os.PathLike]) -> list[str]:

@@ -105,6 +105,7 @@ class _Data:
     feature_names: tuple[str, ...]
     class_names: tuple[str, ...]
     patch_size: int
+    resolution_m: float = 10.0  # grid the patches were cut from (recorded in the card)
 
 
 def selected_features(patchset: Any, cfg: TrainConfig) -> tuple[tuple[str, ...], list[int]]:
@@ -130,8 +131,10 @@ def prepare_training_data(patchset: Any, cfg: TrainConfig, device: torch.device)
     if not torch.isfinite(x).all():
         raise InputError(None, "patches hold NaN/inf values; rebuild the dataset (invalid pixels)")
     labels = np.asarray(patchset.labels, dtype=np.int64)
+    read = (getattr(patchset, "provenance", None) or {}).get("read_options") or {}
     return _Data(x, torch.from_numpy(labels).to(device), labels, wanted,
-                 tuple(patchset.class_names), int(patchset.patch_size))
+                 tuple(patchset.class_names), int(patchset.patch_size),
+                 float(read.get("resolution_m", 10.0)))
 
 
 def _fit_norm(data: _Data, idx: np.ndarray) -> dict[str, list[float]]:

@@ -148,6 +148,7 @@ def _train_one_fold(
         patch_size=data.patch_size, normalisation=norm, architecture=res["architecture"],
         training=cfg.to_dict(),
         calibration=calibration,
+        resolution_m=data.resolution_m,
         metrics=fold_metrics,
         fold={"round": round_no, "test_fold": t, "validation_fold": (t - 1) % k,
               "train_folds": sorted(set(range(k)) - {t, (t - 1) % k}),
