@@ -63,7 +63,7 @@ def copy_cog(scratch: Path, dest: Path, resampling: str) -> None:
         )
 
 
-COG_CACHE_MB = 256  # GDAL block cache for COG copies: RAM stays bounded on a whole tile
+COG_CACHE_MB = 128  # GDAL block cache for COG copies: RAM stays bounded on a whole tile
 
 
 def _write_cog(

@@ -72,6 +72,11 @@ BLOCK_THRESHOLD_PX = 5000 * 5000  # scenes larger than this are mapped block by 
 DEFAULT_BLOCK_SIZE = 2048
 
 
+#: Tiles on CPU are at most this size: a 1024 px tile of the paper-width model holds ~0.6 GB
+#: of activations for a few % less halo work; maps do not depend on the tile size.
+CPU_MAX_TILE_PX = 512
+
+
 BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around each block
 
 
@@ -107,6 +112,11 @@ def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
 
     gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
     return rasterise_outlines(grid, gdf, buffer_m=buffer_m, as_mask=True)
+
+
+def core_of(margin: int, bh: int, bw: int) -> tuple[slice, slice]:
+    """The block itself inside its (block + margin) arrays."""
+    return slice(margin, margin + bh), slice(margin, margin + bw)
 
 
 def _predict_blocks(
@@ -178,16 +188,17 @@ def _predict_blocks(
         re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
         bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
             = window_mask(rs, cs, re_ - rs, ce - cs)
+        qa = None if block_scene.qa is None else block_scene.qa[core_of(margin, bh, bw)]
+        del block_scene  # its reflectance is copied into the stack
         pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
                              device=device, precision=precision, return_probs=return_probs)
-        core = (slice(margin, margin + bh), slice(margin, margin + bw))
-        writer.write(r0, c0, pred.classes[core], pred.confidence[core],
-                     None if block_scene.qa is None else block_scene.qa[core],
+        core = core_of(margin, bh, bw)
+        writer.write(r0, c0, pred.classes[core], pred.confidence[core], qa,
                      None if pred.probs is None else pred.probs[(slice(None), *core)])
         info["blocks_run"] += 1
         info["tiles_run"] += pred.tiles_run
         info["tiles_skipped"] += pred.tiles_skipped
-        del stack, block_scene, pred, bmask
+        del stack, pred, bmask
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -230,6 +241,8 @@ def map_scene(
             raise InputError(t, "output exists; pass --overwrite to replace it")
     cfg = (config or MapConfig()).check()
     buffer_m, device, tile_size, precision = cfg.buffer_m, cfg.device, cfg.tile_size, cfg.precision
+    if str(device).startswith("cpu"):  # same maps, a third of the activation memory
+        tile_size = min(tile_size, CPU_MAX_TILE_PX)
     block_size, smoothing = cfg.block_size, cfg.smoothing
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
