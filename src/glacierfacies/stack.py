@@ -159,8 +159,11 @@ class FeatureStack:
 
     `features` units: reflectance (6 optical), elevation m, slope deg, shadow_mask 0/1,
     hillshade 0..255 (gdaldem byte scale, 1 = darkest lit), proximity m (signed distance to
-    the nearest outline edge, > 0 inside a glacier, < 0 outside). All 11 are NaN where
-    `valid` is False. `glacier_index` is 0 off glacier and i for `outlines.iloc[i - 1]`.
+    the nearest outline edge, > 0 inside a glacier, < 0 outside). Each feature is NaN where
+    its own input is missing: the optical bands where the scene is not `observed` (nodata
+    or removed by the product mask), the DEM features where the DEM is void; `valid` is
+    where all 11 are finite. Models then mask only on the features they use.
+    `glacier_index` is 0 off glacier and i for `outlines.iloc[i - 1]`.
     """
 
     features: np.ndarray  # (11, H, W) float32
@@ -172,6 +175,7 @@ class FeatureStack:
     scene: Scene  # metadata; its reflectance is a view of features[:6]
     feature_names: tuple[str, ...] = FEATURE_NAMES
     terrain: TerrainContext | None = None  # the margins and sun the terrain features used
+    observed: np.ndarray | None = None  # (H, W) bool: the scene's own valid pixels
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -282,8 +286,11 @@ def build_feature_stack(
     }
     for name, layer in terrain_layers.items():
         feats[FEATURE_NAMES.index(name)] = layer
-    valid = scene.valid & np.isfinite(zin)
-    feats[:, ~valid] = np.nan
+    dem_ok = np.isfinite(zin)
+    valid = scene.valid & dem_ok
+    feats[: len(OPTICAL_BANDS), ~scene.valid] = np.nan  # per input: see FeatureStack
+    for name in ("elevation", "slope", "shadow_mask", "hillshade"):
+        feats[FEATURE_NAMES.index(name), ~dem_ok] = np.nan
     meta = dataclasses.replace(scene, reflectance=feats[: len(OPTICAL_BANDS)], valid=valid)
     return FeatureStack(
         features=feats,
@@ -294,6 +301,7 @@ def build_feature_stack(
         crs=grid.crs,
         scene=meta,
         terrain=ctx,
+        observed=np.asarray(scene.valid, bool),
     )
 
 

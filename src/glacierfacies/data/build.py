@@ -96,7 +96,12 @@ def _sample_scene_windows(
         stack = build_feature_stack(block_scene, dem_path, outlines_path,
                                     require_outline=False, context=context)
         feats = np.asarray(stack.features)[fidx]
-        windows, ok, _ = sample_windows(feats, rows[pick] - r0, cols[pick] - c0, patch_size)
+        rr, cc = rows[pick] - r0, cols[pick] - c0
+        windows, ok, _ = sample_windows(feats, rr, cc, patch_size)
+        # as mapping: the features used must be finite over the window, and the pixel
+        # itself observed (not removed by the product mask)
+        obs = np.asarray(stack.observed)[rr, cc]
+        windows, ok = windows[obs[ok]], ok & obs
         store[store_rows[pick[ok]]] = windows.astype(dt, copy=False)
         usable[pick[ok]] = True
         del stack, feats, windows

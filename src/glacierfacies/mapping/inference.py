@@ -189,10 +189,15 @@ def dense_predict(
     precision: str = "fp32",
     progress: bool = False,
     options: DenseOptions | None = None,
+    observed: np.ndarray | torch.Tensor | None = None,
 ) -> DensePrediction:
     """Classify every pixel of `features` (F, H, W) where `mask` is True, tile by tile.
 
-    `valid` (H, W) marks usable input pixels (in addition to finite features). Output tiles
+    A pixel is classified when every feature the models use (the union of the members'
+    `feature_index`) is finite over its S x S window, so a DEM void does not blank the
+    window of a spectral-only model. `valid` (H, W) marks usable input pixels over the
+    window too (all features); `observed` (H, W) is checked at the pixel itself only (the
+    product mask: a masked pixel is never classified, its neighbours are). Output tiles
     are at most `tile_size` square and read with a halo of S // 2; identical results for
     every tile size. `precision` 'bf16' uses autocast on CUDA (fast, not exact). `options`
     tunes speed only (`DenseOptions`).
@@ -221,10 +226,12 @@ def dense_predict(
     _, H, W = feats.shape
     mask_t = None if mask is None else _as_tensor(mask).bool()
     valid_t = None if valid is None else _as_tensor(valid).bool()
-    if (mask_t is not None and mask_t.shape != (H, W)) or (
-        valid_t is not None and valid_t.shape != (H, W)
-    ):
-        raise ValueError("mask and valid must have the features' (H, W) shape")
+    obs_t = None if observed is None else _as_tensor(observed).bool()
+    if any(t is not None and t.shape != (H, W) for t in (mask_t, valid_t, obs_t)):
+        raise ValueError("mask, valid and observed must have the features' (H, W) shape")
+    used = sorted({int(i) for m in members for i in (
+        m.feature_index if m.feature_index is not None else range(feats.shape[0]))})
+    used_t = None if used == list(range(feats.shape[0])) else torch.tensor(used)
     n_classes = int(getattr(members[0].model, "n_classes", 8))
     autocast_dtype = None
     if precision != "fp32":
@@ -283,7 +290,8 @@ def dense_predict(
                 x = torch.stack([
                     _cut(feats, r0 - halo, c0 - halo, hin, win, math.nan) for r0, c0 in batch
                 ]).to(dev, non_blocking=True).float()
-                bad = ~torch.isfinite(x).all(dim=1)
+                bad = ~torch.isfinite(x if used_t is None else x[:, used_t.to(x.device)]
+                                      ).all(dim=1)
                 if valid_t is not None:
                     v = torch.stack([
                         _cut(valid_t, r0 - halo, c0 - halo, hin, win, False) for r0, c0 in batch
@@ -293,6 +301,9 @@ def dense_predict(
                 ok = ~_window_bad(bad, s)
                 if mask_t is not None:
                     ok &= torch.stack([_cut(mask_t, r0, c0, th, tw, False) for r0, c0 in batch]
+                                      ).to(dev)
+                if obs_t is not None:
+                    ok &= torch.stack([_cut(obs_t, r0, c0, th, tw, False) for r0, c0 in batch]
                                       ).to(dev)
                 p = None
                 for member, run, c in zip(members, runners, c_in, strict=True):

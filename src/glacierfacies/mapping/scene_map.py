@@ -61,7 +61,7 @@ def predict_stack(
     if not mask.any():
         raise InputError(outlines_path, "no glacier outline overlaps the scene")
     return dense_predict(
-        members, stack.features, mask=mask, valid=stack.valid, tile_size=tile_size,
+        members, stack.features, mask=mask, observed=stack.observed, tile_size=tile_size,
         device=device, return_probs=return_probs, precision=precision, progress=progress,
     )
 
@@ -190,7 +190,8 @@ def _predict_blocks(
             = window_mask(rs, cs, re_ - rs, ce - cs)
         qa = None if block_scene.qa is None else block_scene.qa[core_of(margin, bh, bw)]
         del block_scene  # its reflectance is copied into the stack
-        pred = dense_predict(members, stack.features, bmask, stack.valid, tile_size=tile_size,
+        pred = dense_predict(members, stack.features, bmask, observed=stack.observed,
+                             tile_size=tile_size,
                              device=device, precision=precision, return_probs=return_probs)
         core = core_of(margin, bh, bw)
         writer.write(r0, c0, pred.classes[core], pred.confidence[core], qa,
