@@ -388,7 +388,9 @@ def write_feature_stack_blocks(
             for r0, c0 in blocks:
                 bh, bw = min(block_size, h - r0), min(block_size, w - c0)
                 win = Window(c0, r0, bw, bh)
-                bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), bh, bw)
+                m = 0 if read_options is None else read_options.fill_gaps_px  # inpainting context
+            bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - m, r0 - m),
+                         bh + 2 * m, bw + 2 * m)
                 try:
                     sc = read_scene(scene_path, grid=bgrid, options=read_options)
                 except InputError as exc:
@@ -400,8 +402,8 @@ def write_feature_stack_blocks(
                         ctx, first = terrain_context(sc, dem_path, outlines_path, grid=grid), sc
                     st = build_feature_stack(sc, dem_path, outlines_path, require_outline=False,
                                              context=ctx)
-                    dst.write(st.features, window=win)
-                    n_valid += int(st.valid.sum())
+                    dst.write(st.features[:, m : m + bh, m : m + bw], window=win)
+                    n_valid += int(st.valid[m : m + bh, m : m + bw].sum())
                     glaciers.update(str(g) for g in st.outlines.geometry.to_wkb())
                     del st, sc
                 if bar is not None:

@@ -149,6 +149,9 @@ def read_options_decorator(f):
                      show_default=True, callback=lambda _c, _p, v: float(v),
                      help="Target grid in metres (30 for Landsat-only work); a model is "
                           "used only on the grid it was trained on."),
+        click.option("--fill-gaps", type=click.IntRange(0, 64), default=0, show_default=True,
+                     help="Inpaint optical gaps (e.g. Landsat 7 SLC-off stripes) of up to N "
+                          "pixels; never pixels the product mask removed; QA bit 8."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -156,7 +159,8 @@ def read_options_decorator(f):
 
 
 READ_OPTION_NAMES = ("band_map", "scale", "offset", "nodata", "no_product_mask",
-                     "mask_saturated", "s2_offset", "resolution")
+                     "mask_saturated", "s2_offset", "resolution",
+                     "fill_gaps")
 
 
 def read_options(kwargs: dict):

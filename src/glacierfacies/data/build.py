@@ -81,8 +81,10 @@ def _sample_scene_windows(
     meta = context = None
     for key in np.unique(keys):
         pick = inside[keys == key]
-        r0, c0 = int(rows[pick].min()) - h, int(cols[pick].min()) - h
-        bh, bw = int(rows[pick].max()) + h + 1 - r0, int(cols[pick].max()) + h + 1 - c0
+        fill = 0 if read_options is None else read_options.fill_gaps_px  # inpainting context
+        r0, c0 = int(rows[pick].min()) - h - fill, int(cols[pick].min()) - h - fill
+        bh = int(rows[pick].max()) + h + 1 + fill - r0
+        bw = int(cols[pick].max()) + h + 1 + fill - c0
         bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), bh, bw)
         try:
             block_scene = read_scene(scene, grid=bgrid, options=read_options)

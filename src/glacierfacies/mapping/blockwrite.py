@@ -178,7 +178,7 @@ class BlockMapWriter:
         """Smooth, tag and copy every output to its COG; (targets written, class counts)."""
         import rasterio
 
-        from glacierfacies.scenes.masks import QA_MASKED, QA_NODATA, QA_SATURATED
+        from glacierfacies.scenes.masks import QA_FILLED, QA_MASKED, QA_NODATA, QA_SATURATED
 
         for ds in self._ds.values():
             ds.close()
@@ -199,7 +199,9 @@ class BlockMapWriter:
                              {"PRODUCER": "glacierfacies", **tags,
                               "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
                                          f"{QA_SATURATED}=saturated (kept), "
-                                         f"{QA_NODATA}=no valid reflectance"}, None, None)
+                                         f"{QA_NODATA}=no valid reflectance, "
+                                         f"{QA_FILLED}=gap filled by inpainting (observed)"},
+                             None, None)
         if "prob" in self._ds:
             scratch["prob"] = (self._dir / "prob.tif", "average",
                                [f"probability of {name}" for name in CLASS_NAMES],

@@ -33,8 +33,9 @@ CARRY_COLUMNS = ("rgi_id", "glims_id", "wgms_id", "name", "region")
 
 #: What each row says of the product's own masks: the mask the map was made with (its
 #: PRODUCT_MASK tag), and the glacier fractions its QA band flags as masked (cloud, cloud
-#: shadow: nodata in the map, so unobserved) and as saturated (kept); NaN without a QA band.
-QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction")
+#: shadow: nodata in the map, so unobserved) and as saturated (kept), and the glacier pixels
+#: filled by `--fill-gaps` inpainting (observed, so in the class areas); NaN without a QA band.
+QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction", "filled_px")
 
 
 _DATE_RES = (
@@ -109,10 +110,10 @@ def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
 
 def _qa_fractions(qa_ds, wt, crs, shape, mask, product_mask: str) -> dict:
     """The QA_COLUMNS of one glacier: the mask used, the masked and saturated fractions."""
-    from glacierfacies.scenes.masks import QA_MASKED, QA_SATURATED
+    from glacierfacies.scenes.masks import QA_FILLED, QA_MASKED, QA_SATURATED
 
     out = {"product_mask": product_mask or "none", "masked_fraction": float("nan"),
-           "saturated_fraction": float("nan")}
+           "saturated_fraction": float("nan"), "filled_px": float("nan")}
     if qa_ds is None or not mask.any():
         return out
     qa = np.zeros(shape, dtype=np.uint8)
@@ -121,6 +122,7 @@ def _qa_fractions(qa_ds, wt, crs, shape, mask, product_mask: str) -> dict:
     n = int(mask.sum())
     out["masked_fraction"] = float(((qa & QA_MASKED) > 0)[mask].sum() / n)
     out["saturated_fraction"] = float(((qa & QA_SATURATED) > 0)[mask].sum() / n)
+    out["filled_px"] = int(((qa & QA_FILLED) > 0)[mask].sum())
     return out
 
 

@@ -48,6 +48,7 @@ FMASK_FILL = 255
 QA_MASKED = 1  # masked by the product's cloud / cloud-shadow mask
 QA_SATURATED = 2  # flagged as saturated by the product (kept unless mask_saturated)
 QA_NODATA = 4  # no valid reflectance for another reason (the bands' own nodata)
+QA_FILLED = 8  # a small gap filled by inpainting (`--fill-gaps`); counts as observed
 
 #: QA_RADSAT bit of each optical band (blue, green, red, nir, swir1, swir2): bit n-1 is
 #: band n; OLI's six are bands 2-7, TM/ETM+'s are bands 1-5 and 7.

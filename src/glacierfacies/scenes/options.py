@@ -36,6 +36,8 @@ class ReadOptions:
     (DN, e.g. -1000 or 0) whatever the metadata, product name or date say.
     `resolution_m` is the target grid's pixel size (10, 20 or 30 m; 30 suits Landsat-only
     work: a Landsat scene on the 10 m grid is 9x the pixels for no information).
+    `fill_gaps_px` > 0 inpaints optical gaps of up to that many pixels that the product mask
+    did not remove (`scenes.gaps`), flagged QA_FILLED.
     """
 
     band_map: dict[str, int] | None = None
@@ -46,8 +48,12 @@ class ReadOptions:
     mask_saturated: bool = False
     s2_offset_dn: float | None = None
     resolution_m: float = 10.0
+    fill_gaps_px: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= int(self.fill_gaps_px) <= 64:
+            raise InputError(None, f"--fill-gaps must be 0..64 pixels, got {self.fill_gaps_px}")
+        object.__setattr__(self, "fill_gaps_px", int(self.fill_gaps_px))
         if float(self.resolution_m) not in RESOLUTIONS_M:
             raise InputError(None, f"--resolution must be one of "
                                    f"{', '.join(f'{r:g}' for r in RESOLUTIONS_M)}, got "
@@ -68,7 +74,8 @@ class ReadOptions:
     def from_cli(cls, band_map: str | dict | None = None, scale: float | None = None,
                  offset: float | None = None, nodata: float | None = None,
                  no_product_mask: bool = False, mask_saturated: bool = False,
-                 s2_offset: float | None = None, resolution: float = 10.0) -> ReadOptions:
+                 s2_offset: float | None = None, resolution: float = 10.0,
+                 fill_gaps: int = 0) -> ReadOptions:
         """From the command-line options (a band map as 'blue=1,green=2,...')."""
         bmap = band_map
         if isinstance(band_map, str):
@@ -80,7 +87,7 @@ class ReadOptions:
                 raise InputError(None, f"--band-map: {exc}") from None
         return cls(band_map=bmap or None, scale=scale, offset=offset, nodata=nodata,
                    product_mask=not no_product_mask, mask_saturated=mask_saturated,
-                   s2_offset_dn=s2_offset, resolution_m=resolution)
+                   s2_offset_dn=s2_offset, resolution_m=resolution, fill_gaps_px=fill_gaps)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ReadOptions:
@@ -93,8 +100,10 @@ class ReadOptions:
                                    f"{sorted(known)}")
         if isinstance(d.get("band_map"), str):
             return cls.from_cli(**{**{k: v for k, v in d.items() if k not in
-                                      ("product_mask", "s2_offset_dn", "resolution_m")},
+                                      ("product_mask", "s2_offset_dn", "resolution_m",
+                                       "fill_gaps_px")},
                                    "resolution": d.get("resolution_m", 10.0),
+                                   "fill_gaps": d.get("fill_gaps_px", 0),
                                    "no_product_mask": not d.get("product_mask", True),
                                    "s2_offset": d.get("s2_offset_dn")})
         return cls(**d)

@@ -146,6 +146,10 @@ def read_scene(
         scene = _read_generic(p, target, opts)
     else:
         raise InputError(p, _NOT_A_SCENE)
+    if opts.fill_gaps_px:
+        from glacierfacies.scenes.gaps import fill_gaps
+
+        scene = fill_gaps(scene, opts.fill_gaps_px)
     if not scene.valid.any():
         raise InputError(p, "scene has no valid pixel (all nodata, saturated or masked on the "
                             "grid)")
