@@ -388,9 +388,9 @@ def write_feature_stack_blocks(
             for r0, c0 in blocks:
                 bh, bw = min(block_size, h - r0), min(block_size, w - c0)
                 win = Window(c0, r0, bw, bh)
-                m = 0 if read_options is None else read_options.fill_gaps_px  # inpainting context
-            bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - m, r0 - m),
-                         bh + 2 * m, bw + 2 * m)
+                m = 0 if read_options is None else read_options.fill_gaps_px  # inpaint context
+                bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - m, r0 - m),
+                             bh + 2 * m, bw + 2 * m)
                 try:
                     sc = read_scene(scene_path, grid=bgrid, options=read_options)
                 except InputError as exc:
