@@ -63,19 +63,39 @@ def published(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 
 
 def use_fake_stacks(monkeypatch, stacks: dict[str, types.SimpleNamespace]) -> None:
-    """Serve prepared feature stacks in place of the scene readers and the stack builder."""
+    """Serve prepared feature stacks in place of the scene readers and the stack builder;
+    a window grid (dataset build reads windows around its points) gets the stack's crop."""
     import glacierfacies.scenes.reader as reader
     import glacierfacies.stack as stack
+    from glacierfacies.scenes.grid import Grid
+
+    def full_grid(sid):
+        st = stacks[sid]
+        return Grid(st.crs, st.transform, *st.features.shape[1:])
 
     def read_scene(path, grid=None, band_map=None, scale=None, offset=None, options=None):
-        return stacks[Path(path).name].scene
+        sid = Path(path).name
+        return types.SimpleNamespace(**vars(stacks[sid].scene), grid=grid or full_grid(sid))
 
-    def build_feature_stack(scene, dem_path, outlines_path):
-        return stacks[scene.scene_id]
+    def build_feature_stack(scene, dem_path, outlines_path, require_outline=True,
+                            context=None):
+        st, g = stacks[scene.scene_id], scene.grid
+        c0 = round((g.transform.c - st.transform.c) / st.transform.a)
+        r0 = round((g.transform.f - st.transform.f) / st.transform.e)
+        _, h, w = st.features.shape
+        feats = np.full((11, g.height, g.width), np.nan, np.float32)
+        rs, cs = max(r0, 0), max(c0, 0)
+        re_, ce = min(r0 + g.height, h), min(c0 + g.width, w)
+        feats[:, rs - r0 : re_ - r0, cs - c0 : ce - c0] = st.features[:, rs:re_, cs:ce]
+        return types.SimpleNamespace(features=feats, observed=np.ones(g.shape, bool),
+                                     transform=g.transform, crs=st.crs, scene=scene)
 
     monkeypatch.setattr(reader, "read_scene", read_scene)
+    monkeypatch.setattr(reader, "scene_grid", lambda path, resolution_m=10.0: full_grid(
+        Path(path).name))
     monkeypatch.setattr(reader, "scene_ids", lambda paths: [Path(p).name for p in paths])
     monkeypatch.setattr(stack, "build_feature_stack", build_feature_stack)
+    monkeypatch.setattr(stack, "terrain_context", lambda *a, **k: None)
 
 
 def make_stack(scene_id: str, sensor: str, x0: float, seed: int, h: int = 60, w: int = 80):
@@ -366,8 +386,11 @@ def test_sample_patches_equal_feature_stack(sample_dir, tmp_path):
         assert len(rows) == 5
         for i in rows:
             r, c = rasterio.transform.rowcol(stack.transform, ps.table.x[i], ps.table.y[i])
-            np.testing.assert_array_equal(ps.patches[i],
-                                          stack.features[:, r - 16:r + 17, c - 16:c + 17])
+            want = stack.features[:, r - 16:r + 17, c - 16:c + 17]
+            # terrain exact; Landsat's 30 m -> 10 m optical bands within 1 float32 ulp
+            # (GDAL's bilinear weights depend on the window origin, see test_scenes)
+            np.testing.assert_array_equal(ps.patches[i][6:], want[6:])
+            np.testing.assert_array_max_ulp(ps.patches[i][:6], want[:6], maxulp=1)
             lab = labels[labels.point_id.astype(str) == ps.table.point_id[i]].iloc[0]
             assert lab["class"] == ps.table["class"][i] and lab.scene_id == sid
 
