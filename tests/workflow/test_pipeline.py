@@ -59,7 +59,7 @@ def test_stages_skip_when_fingerprint_matches_and_rerun_when_config_changes(tmp_
     assert marker["fingerprint"] == RunConfig(patch_size=27).fingerprint(
         ("scenes", "seed", "scenes", "dem", "outlines", "labels", "patch_size", "features",
          "k_folds", "band_map", "scale", "offset", "nodata", "product_mask", "mask_saturated",
-         "s2_offset"))
+         "s2_offset", "resolution", "fill_gaps"))
 
 
 def test_a_stage_that_runs_invalidates_the_stages_after_it(tmp_path):

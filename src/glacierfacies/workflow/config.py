@@ -51,6 +51,8 @@ class RunConfig:
     product_mask: bool = True
     mask_saturated: bool = False
     s2_offset: float | None = None
+    resolution: float = 10.0  # target grid, m (10, 20 or 30); recorded in the model cards
+    fill_gaps: int = 0  # inpaint optical gaps of up to N px (0: off)
 
     @property
     def read_options(self):
@@ -58,7 +60,8 @@ class RunConfig:
         from glacierfacies.scenes.options import ReadOptions
 
         return ReadOptions.from_cli(self.band_map, self.scale, self.offset, self.nodata,
-                                    not self.product_mask, self.mask_saturated, self.s2_offset)
+                                    not self.product_mask, self.mask_saturated, self.s2_offset,
+                                    self.resolution, self.fill_gaps)
 
     def __post_init__(self) -> None:
         if self.training_preset is None:
@@ -88,7 +91,7 @@ class RunConfig:
 
 
 _READ_KEYS = ("band_map", "scale", "offset", "nodata", "product_mask", "mask_saturated",
-              "s2_offset")
+              "s2_offset", "resolution", "fill_gaps")
 
 
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
