@@ -76,3 +76,50 @@ def test_fill_gaps_option_through_the_reader(tmp_path):
     assert "60 x" not in filled.metadata["gaps_filled"]
     with pytest.raises(InputError, match="--fill-gaps must be 0..64"):
         ReadOptions(fill_gaps_px=100)
+
+
+def test_filled_pixels_are_mapped_flagged_and_counted_in_products(sample_dir, tmp_path):
+    import rasterio
+
+    from glacierfacies.mapping.config import MapConfig
+    from glacierfacies.mapping.scene_map import map_scene
+    from glacierfacies.outlines import rasterise_outlines, read_outlines
+    from glacierfacies.products.table import compute_products
+    from glacierfacies.scenes.options import ReadOptions
+    from glacierfacies.scenes.reader import find_scenes, read_scene
+    from tests.scenes.test_archives import spectral_model
+
+    safe = [s for s in find_scenes(sample_dir / "scenes") if s.name.startswith("S2")][0]
+    sc = read_scene(safe)
+    refl = sc.reflectance.copy()
+    refl[:, :, 200:202] = np.nan  # an SLC-off-like stripe across the glaciers
+    stack = tmp_path / "stack_20220708T103629.tif"
+    with rasterio.open(stack, "w", driver="GTiff", width=sc.grid.width, height=sc.grid.height,
+                       count=6, dtype="float32", crs=sc.grid.crs, transform=sc.grid.transform,
+                       nodata=np.nan) as dst:
+        dst.update_tags(SUN_AZIMUTH=f"{sc.sun_azimuth_deg}", SUN_ELEVATION=f"{sc.sun_elevation_deg}")
+        dst.write(refl)
+    kw = dict(dem=sample_dir / "dem.tif", outlines=sample_dir / "outlines.gpkg",
+              models=[spectral_model(tmp_path / "m" / "fold0.pt")], progress=False)
+    plain = map_scene(stack, out=tmp_path / "plain.tif", config=MapConfig(smoothing=False), **kw)
+    filled = map_scene(stack, out=tmp_path / "filled.tif", **kw, config=MapConfig(
+        smoothing=False, read=ReadOptions(fill_gaps_px=2)))
+    assert not (tmp_path / "plain_qa.tif").exists()
+    with rasterio.open(tmp_path / "filled.tif") as a, rasterio.open(tmp_path / "plain.tif") as b, \
+            rasterio.open(tmp_path / "filled_qa.tif") as q:
+        m_filled, m_plain, qa = a.read(1), b.read(1), q.read(1)
+    ice = rasterise_outlines(sc.grid, read_outlines(sample_dir / "outlines.gpkg", grid=sc.grid),
+                             as_mask=True)
+    stripe = np.zeros(ice.shape, bool)
+    stripe[:, 200:202] = True
+    assert (ice & stripe).sum() > 50
+    assert (m_plain[ice & stripe] == 255).all() and (m_filled[ice & stripe] != 255).all()
+    np.testing.assert_array_equal(m_filled[~stripe], m_plain[~stripe])
+    np.testing.assert_array_equal((qa & QA_FILLED) > 0, stripe & sc.valid)
+    assert filled.n_classified - plain.n_classified == int((ice & stripe & sc.valid).sum())
+    rows = compute_products([tmp_path / "filled.tif"], sample_dir / "outlines.gpkg",
+                            sample_dir / "dem.tif")
+    assert rows["filled_px"].sum() == int((ice & stripe & sc.valid).sum())
+    r_plain = compute_products([tmp_path / "plain.tif"], sample_dir / "outlines.gpkg",
+                               sample_dir / "dem.tif")
+    assert (rows["observed_fraction"].to_numpy() >= r_plain["observed_fraction"].to_numpy()).all()
