@@ -254,7 +254,7 @@ def read_point_values(
     columns.update({f: f for f in TERRAIN_FEATURES})
     names = [f for f in FEATURE_NAMES if columns[f] in df.columns]
     try:
-        values = (df[[columns[f] for f in names]].apply(pd.to_numeric).to_numpy(np.float64)
+        values = (np.array(df[[columns[f] for f in names]].apply(pd.to_numeric), np.float64)
                   if names else np.zeros((len(df), 0)))
     except (TypeError, ValueError) as exc:
         raise InputError(path, f"feature columns must be numeric: {exc}".splitlines()[0]) from None

@@ -93,6 +93,7 @@ _READ_KEYS = ("band_map", "scale", "offset", "nodata", "product_mask", "mask_sat
 
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "sample": ("scenes", "seed"),
+    "real": ("buffer", "tile_size", "smoothing"),
     "dataset": ("scenes", "dem", "outlines", "labels", "patch_size", "features", "k_folds",
                 *_READ_KEYS),
     "train": ("training", "training_preset", "seed"),

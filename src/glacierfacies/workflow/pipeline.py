@@ -20,6 +20,7 @@ from glacierfacies.layout import get_filepath
 from glacierfacies.tasks import StageLog, fingerprint
 from glacierfacies.workflow.config import _STAGE_KEYS, RunConfig, _resolve_inputs, load_config
 from glacierfacies.workflow.inputs import STAGE_INPUTS, check_run, input_signatures
+from glacierfacies.workflow.real_example import stage_real_example
 from glacierfacies.workflow.report import stage_report
 from glacierfacies.workflow.stages import (
     stage_dataset,
@@ -32,7 +33,7 @@ from glacierfacies.workflow.stages import (
 
 __all__ = ["STAGES", "Run", "run_pipeline"]
 
-STAGES = ("sample", "dataset", "train", "maps", "products", "massbalance", "report")
+STAGES = ("sample", "real", "dataset", "train", "maps", "products", "massbalance", "report")
 
 
 class Run:
@@ -114,6 +115,11 @@ def run_pipeline(config: str | Path | None, out: str | Path,
         run.stage("sample", lambda: stage_sample(cfg, out), (path("sample"),))
     inputs = user_inputs or _resolve_inputs(cfg, out)
     run.sign_inputs(inputs)
+    if cfg.uses_sample:  # the demo: a real glacier beside the synthetic one, built-in models
+        real = run.stage("real", lambda: stage_real_example(out, cfg.map_config),
+                         (path("real"),))
+    else:
+        real = None
     run.stage("dataset", lambda: stage_dataset(cfg, out, inputs), (path("dataset"),))
     run.stage("train", lambda: stage_train(cfg, out, inputs),
               (get_filepath("final_models", path("train")), get_filepath("metrics", path("train"))),
@@ -124,7 +130,8 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     run.stage("massbalance", lambda: stage_massbalance(cfg, out, inputs), (path("massbalance"),))
     if run.timings or not path("report").is_file():  # something changed: re-report
         run.stages.invalidate(["report"])
-    run.stage("report", lambda: stage_report(cfg, out, inputs, run.timings, products_summary),
+    run.stage("report", lambda: stage_report(cfg, out, inputs, run.timings, products_summary,
+                                             real),
               (path("report"),))
     log(f"finished in {time.perf_counter() - t0:.1f} s")
     return path("report")

@@ -82,7 +82,8 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
 
 
 def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, float],
-                  products_summary: dict[str, Any]) -> dict[str, Any]:
+                  products_summary: dict[str, Any], real: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     import shutil
 
     import numpy as np
@@ -244,6 +245,11 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
              "the WGMS annual balance. Scores are cross-validated (held-out predictions), "
              "with 95% bootstrap intervals over glacier-years."],
             [table_html(pd.DataFrame(rows))], mfigs))
+
+    if real and real.get("scenes"):  # the demo's real glacier (workflow.real_example)
+        from glacierfacies.workflow.real_example import real_section
+
+        sections.append(real_section(out, real, fig_dir))
 
     # configuration
     sections.append(Section("Configuration and versions", [
