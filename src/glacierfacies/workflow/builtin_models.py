@@ -182,6 +182,7 @@ def build_builtin(name: str, data_dir: str | os.PathLike, out_dir: str | os.Path
         "training_points_ensemble": {
             "macro_f1": _macro(labels, ens), "snow_f1": _snow(labels, ens),
             "reference_point_index": ref_idx.tolist(),
+            "reference_values": np.asarray(ps.patches)[ref_idx, :, 0, 0].astype(float).tolist(),
             "reference_probabilities": np.round(ens[ref_idx], 7).tolist(),
         },
         "versions": {k: v for k, v in versions().items() if k in ("glacierfacies", "torch",
