@@ -118,7 +118,8 @@ def _train_one_fold(
     t0 = time.perf_counter()
     norm = _fit_norm(data, train_idx)
     weights = np.zeros(n, dtype=np.float32)
-    weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx])
+    weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx],
+                                        cfg.class_weight_power)
     res = train_fold(data, train_idx, val_idx, cfg, norm, weights, round_no=round_no, fold=t,
                      ckpt_path=get_filepath("fold_checkpoint", run_dir, round=round_no, fold=t),
                      progress=progress, on_batch=on_batch)
