@@ -42,7 +42,7 @@ SOURCE = {
 
 def builtin_config(**overrides: Any):
     """The training configuration of the built-in models: the `sample` preset (width 16,
-    16 epochs), seed 0, CPU, one thread (deterministic)."""
+    16 epochs), seed 0, CPU, one thread (deterministic), plus each model's `spec.train`."""
     from glacierfacies.training.config import TrainConfig
 
     base: dict[str, Any] = dict(seed=0, device="cpu", threads=1, checkpoint_every=0)
@@ -127,7 +127,7 @@ def build_builtin(name: str, data_dir: str | os.PathLike, out_dir: str | os.Path
     spec = BUILTIN_MODELS[name]
     dest = Path(out_dir or BUILTIN_DIR) / name
     ps = load_points(name, data_dir)
-    cfg: TrainConfig = builtin_config(**overrides)
+    cfg: TrainConfig = builtin_config(**{**dict(spec.train), **overrides})
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix=f"builtin_{name}_") as tmp:
         run_dir = Path(tmp) / "run"

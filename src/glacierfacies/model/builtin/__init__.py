@@ -40,18 +40,22 @@ class BuiltinSpec:
     nir: str  # the NIR band the model was trained on, and why
     class_map: str = ABERLE_CLASS_MAP
     glacier_column: str = "site_name"
+    #: TrainConfig fields changed from the `sample` preset (docs/models.md says why)
+    train: tuple[tuple[str, float], ...] = ()
 
 
 BUILTIN_MODELS: dict[str, BuiltinSpec] = {
     "landsat": BuiltinSpec(
         "landsat", ("Landsat 8/9 Collection 2 Level 2", "HLS v2.0 L30"),
         "Landsat_training_data.csv", "landsat89", -0.2,
-        "OLI band 5 (SR_B5); the points are DN x 2.75e-5 without the C2 offset, hence -0.2"),
+        "OLI band 5 (SR_B5); the points are DN x 2.75e-5 without the C2 offset, hence -0.2",
+        train=(("brightness", 0.1),)),
     "sentinel2": BuiltinSpec(
         "sentinel2", ("Sentinel-2 L2A", "HLS v2.0 S30"),
         "Sentinel-2_SR_training_data.csv", "sentinel2", None,
         "B8 (10 m broad NIR, what L2A products give as B08); HLS S30's B8A maps as well "
-        "(docs/models.md)"),
+        "(docs/models.md)",
+        train=(("dropout", 0.1), ("class_weight_power", 0.5))),
 }
 
 
