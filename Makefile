@@ -21,7 +21,7 @@ demo: setup
 
 # rebuild the built-in models (src/glacierfacies/model/builtin/) from ../shared/data/aberle
 models: setup
-	$(VENV)/bin/glacierfacies models build --data ../shared/data/aberle
+	$(VENV)/bin/glacierfacies models build --data ../shared/data/aberle --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from glacierfacies.cli.main import cli
+from glacierfacies.cli.options import overwrite_option
 
 __all__ = ["models_build_cmd", "models_group"]
 
@@ -48,14 +49,25 @@ def models_group(ctx: click.Context) -> None:
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Write the models here (default: the package's own folder).")
 @click.option("--name", "names", multiple=True, help="Only this model (repeatable).")
-def models_build_cmd(data_dir: Path, out_dir: Path | None, names: tuple[str, ...]) -> None:
+@overwrite_option("the models in OUT (`make models` passes it)")
+def models_build_cmd(data_dir: Path, out_dir: Path | None, names: tuple[str, ...],
+                     overwrite: bool) -> None:
     """Retrain the built-in models (seeded, CPU, one thread: the same weights every time)."""
     import time
 
-    from glacierfacies.model.builtin import BUILTIN_MODELS
+    from glacierfacies.errors import InputError
+    from glacierfacies.model.builtin import BUILTIN_DIR, BUILTIN_MODELS
     from glacierfacies.workflow.builtin_models import build_builtin
 
-    for name in names or tuple(BUILTIN_MODELS):
+    names = names or tuple(BUILTIN_MODELS)
+    for name in names:  # before any training
+        if name not in BUILTIN_MODELS:
+            raise InputError(None, f"unknown built-in model {name!r}; known: "
+                                   f"{', '.join(BUILTIN_MODELS)}")
+        dest = (out_dir or BUILTIN_DIR) / name
+        if not overwrite and (dest / "model.json").exists():
+            raise InputError(dest, "built-in model exists; pass --overwrite to rebuild it")
+    for name in names:
         t0 = time.perf_counter()
         card = build_builtin(name, data_dir, out_dir)
         logo = card["leave_one_glacier_out"]

@@ -28,7 +28,7 @@ from glacierfacies.model.builtin import BUILTIN_DIR, BUILTIN_MODELS, PREFIX
 __all__ = ["REBUILD_COMMAND", "SNOW_GROUP", "build_builtin", "builtin_config", "load_points",
            "logo_scores"]
 
-REBUILD_COMMAND = "make models  (= glacierfacies models build --data ../shared/data/aberle)"
+REBUILD_COMMAND = "make models  (= glacierfacies models build --data ../shared/data/aberle --overwrite)"
 #: the binary "snow" of the acceptance scores: snow and shadowed snow against the rest
 SNOW_GROUP = ("snow", "shadow")
 SOURCE = {
