@@ -155,8 +155,16 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
     sections.append(Section(
         "Calibrated confidence",
         [f"{cal.get('method', 'temperature scaling')}: ECE (100 bins) "
-         f"{_fmt(cal.get('ece_before'))} before, {_fmt(cal.get('ece_after'))} after; "
-         f"temperatures {', '.join(_fmt(t, 2) for t in cal.get('temperatures', []))}."],
+         f"{_fmt(cal.get('ece_before'))} before, {_fmt(cal.get('ece_after'))} after on the "
+         "cleaned test folds"
+         + (f", {_fmt(cal.get('ece_before_unpruned'))} before, "
+            f"{_fmt(cal.get('ece_after_unpruned'))} after on the unpruned ones"
+            if "ece_after_unpruned" in cal else "")
+         + f"; temperatures {', '.join(_fmt(t, 2) for t in cal.get('temperatures', []))}. "
+         "A calibration is kept only where it lowers the validation fold's ECE"
+         + (": identity kept in fold(s) "
+            + ", ".join(str(f["fold"]) for f in cal.get("folds", []) if f["method"] == "none")
+            + "." if any(f["method"] == "none" for f in cal.get("folds", [])) else ".")],
         [], cal_figs))
 
     # maps
