@@ -149,3 +149,21 @@ def test_existing_output_refused_and_unknown_builtin(tmp_path):
     res = _invoke(["predict", table, "--model", "builtin:modis", "-o", tmp_path / "x.csv"])
     assert res.exit_code != 0 and "unknown built-in model" in str(res.exception)
     assert "builtin:landsat" in str(res.exception)
+
+
+def test_predict_geopackage_table(tmp_path):
+    """A GeoPackage of points predicts as its CSV twin does, with the points' x and y."""
+    import geopandas as gpd
+
+    table = _table(tmp_path / "points.csv")
+    df = pd.read_csv(table, dtype={"class": str})
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(np.arange(len(df)) * 10.0,
+                                                           np.zeros(len(df))), crs="EPSG:32611")
+    gdf.to_file(tmp_path / "points.gpkg", driver="GPKG")
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert _invoke(["predict", tmp_path / "points.gpkg", *ARGS, "-o", a]).exit_code == 0
+    assert _invoke(["predict", table, *ARGS, "-o", b]).exit_code == 0
+    pa, pb = pd.read_csv(a), pd.read_csv(b)
+    cols = [f"p_{c}" for c in CLASS_NAMES]
+    assert np.abs(pa[cols].to_numpy() - pb[cols].to_numpy()).max() < 1e-6
+    assert list(pa["x"][:3]) == [0.0, 10.0, 20.0] and "geometry" not in pa

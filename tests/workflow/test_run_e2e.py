@@ -58,7 +58,7 @@ def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     assert "[sample] up to date, skipped" in log
     assert any(m.startswith("[dataset] input files changed: sample/labels.gpkg") for m in log)
     ran = [m.split("]")[0][1:] for m in log if m.endswith("running ...")]
-    assert ran == ["dataset", "train", "maps", "products", "massbalance", "report"]
+    assert ran == ["dataset", "train", "maps", "products", "massbalance", "real", "report"]
     import pandas as pd
 
     table = pd.read_parquet(out / "dataset" / "table.parquet")

@@ -93,13 +93,13 @@ _READ_KEYS = ("band_map", "scale", "offset", "nodata", "product_mask", "mask_sat
 
 _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "sample": ("scenes", "seed"),
-    "real": ("buffer", "tile_size", "smoothing"),
     "dataset": ("scenes", "dem", "outlines", "labels", "patch_size", "features", "k_folds",
                 *_READ_KEYS),
     "train": ("training", "training_preset", "seed"),
     "maps": ("buffer", "tile_size", "smoothing", *_READ_KEYS),
     "products": ("min_observed", "include_refrozen", "accumulation"),
     "massbalance": ("wgms", "min_years", "min_observed"),
+    "real": (),  # the maps' settings (above) and the built-in models
     "report": (),
 }
 

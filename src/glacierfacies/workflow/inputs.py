@@ -16,12 +16,12 @@ __all__ = ["STAGE_INPUTS", "check_run", "input_signatures"]
 # the input files each stage reads (beyond the outputs of the stages before it)
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "sample": (),
-    "real": (),
     "dataset": ("scenes", "dem", "outlines", "labels"),
     "train": ("flipped",),
     "maps": (),
     "products": ("truth",),
     "massbalance": ("wgms",),
+    "real": (),
     "report": (),
 }
 

@@ -33,7 +33,7 @@ from glacierfacies.workflow.stages import (
 
 __all__ = ["STAGES", "Run", "run_pipeline"]
 
-STAGES = ("sample", "real", "dataset", "train", "maps", "products", "massbalance", "report")
+STAGES = ("sample", "dataset", "train", "maps", "products", "massbalance", "real", "report")
 
 
 class Run:
@@ -115,11 +115,6 @@ def run_pipeline(config: str | Path | None, out: str | Path,
         run.stage("sample", lambda: stage_sample(cfg, out), (path("sample"),))
     inputs = user_inputs or _resolve_inputs(cfg, out)
     run.sign_inputs(inputs)
-    if cfg.uses_sample:  # the demo: a real glacier beside the synthetic one, built-in models
-        real = run.stage("real", lambda: stage_real_example(out, cfg.map_config),
-                         (path("real"),))
-    else:
-        real = None
     run.stage("dataset", lambda: stage_dataset(cfg, out, inputs), (path("dataset"),))
     run.stage("train", lambda: stage_train(cfg, out, inputs),
               (get_filepath("final_models", path("train")), get_filepath("metrics", path("train"))),
@@ -128,6 +123,10 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     products_summary = run.stage("products", lambda: stage_products(cfg, out, inputs),
                                  (path("products"),))
     run.stage("massbalance", lambda: stage_massbalance(cfg, out, inputs), (path("massbalance"),))
+    real = None
+    if cfg.uses_sample:  # the demo: a real glacier beside the synthetic one, built-in models
+        real = run.stage("real", lambda: stage_real_example(out, cfg.map_config),
+                         (path("real"),))
     if run.timings or not path("report").is_file():  # something changed: re-report
         run.stages.invalidate(["report"])
     run.stage("report", lambda: stage_report(cfg, out, inputs, run.timings, products_summary,
