@@ -45,7 +45,7 @@ def test_real_section_maps_products_and_figures(real_report):
     assert all(f.path.read_bytes()[:4] == b"\x89PNG" for f in section.figures)
     html = report.read_text()
     assert html.count("data:image/png;base64,") == 2 and "SatRbedo" in html
-    assert "Aberle" in html and "area_km2_snow" in html
+    assert "Aberle" in html and "snow km²" in html and "snowline (m)" in html
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,

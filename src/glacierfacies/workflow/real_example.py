@@ -97,8 +97,15 @@ def real_section(out: Path, summary: dict[str, Any], fig_dir: Path):
     prod_csv = get_filepath("real_products_csv", out)
     if prod_csv.is_file():
         prod = pd.read_csv(prod_csv)
-        cols = [c for c in ("date", "sensor", "observed_fraction", "aar", "aar_unc", "snowline_m",
-                            "snowline_unc_m", "area_km2_ice", "area_km2_snow", "area_km2_debris",
-                            "area_km2_shadow", "area_km2_water", "glacier_area_km2") if c in prod.columns]
-        tables.append(table_html(prod[cols]))
+        names = {"date": "date", "sensor": "sensor", "observed_fraction": "observed",
+                 "aar": "AAR", "aar_unc": "± AAR", "snowline_m": "snowline (m)",
+                 "snowline_unc_m": "± (m)", "area_km2_ice": "ice km²", "area_km2_snow": "snow km²",
+                 "area_km2_debris": "debris km²", "area_km2_shadow": "shadow km²",
+                 "area_km2_water": "water km²", "glacier_area_km2": "glacier km²"}
+        cols = [c for c in names if c in prod.columns]
+        shown = prod[cols].rename(columns=names)
+        for c in ("snowline (m)", "± (m)"):
+            if c in shown:
+                shown[c] = shown[c].round(0)
+        tables.append(table_html(shown))
     return Section("Real glacier", paras, tables, figs)
