@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo_output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/glacierfacies run -o $(DEMO_OUT)
+
+# rebuild the built-in models (src/glacierfacies/model/builtin/) from ../shared/data/aberle
+models: setup
+	$(VENV)/bin/glacierfacies models build --data ../shared/data/aberle --overwrite
 
 test: setup
 	$(PY) -m pytest -q

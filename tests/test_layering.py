@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "sample": GROUND | {"outlines", "scenes"},
     "examples": GROUND | {"outlines", "scenes"},
     "workflow": GROUND | {"scenes", "stack", "outlines", "data", "model", "training", "mapping",
-                          "products", "sample"},
+                          "products", "sample", "examples"},
 }
 
 

@@ -15,6 +15,8 @@ PURE_MODULES = (
     "glacierfacies.smoothing",
     "glacierfacies.model.network",
     "glacierfacies.mapping.inference",
+    "glacierfacies.mapping.points",
+    "glacierfacies.model.builtin",
     "glacierfacies.data.normalisation",
     "glacierfacies.training.metrics",
     "glacierfacies.training.calibration",

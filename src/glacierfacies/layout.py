@@ -32,6 +32,9 @@ RUN_BASENAMES: dict[str, tuple[str, str]] = {
     "products_csv": ("products/products.csv", "the same rows without geometry"),
     "massbalance": ("massbalance", "regressions against balance records"),
     "massbalance_stats": ("massbalance/stats.json", "r, RMSE, n, slope, intercept, p"),
+    "real": ("real", "the real example (Athabasca HLS clips) mapped with the built-in models"),
+    "real_map": ("real/{stem}_facies.tif", "facies map of one real example clip"),
+    "real_products_csv": ("real/products.csv", "products of the real example clips"),
     "figures": ("figures", "every figure of the report as PNG"),
     "report": ("report.html", "the whole run in one self-contained page"),
 }

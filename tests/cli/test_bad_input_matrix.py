@@ -198,6 +198,14 @@ CASES = [
      "--model {model} -o {out}", "no scene matches"),
     ("map-many-model-other-features", "map-many {scene} --dem {dem} --outlines {outlines} "
      "--model {model_ndsi} -o {out}", "ndsi"),
+    # predict / models (issue 13)
+    ("predict-missing-table", "predict {missing} --model builtin:landsat -o {out}/p.csv",
+     "does not exist"),
+    ("predict-model-other-features", "predict {dataset} --model {model_ndsi} -o {out}/p.csv",
+     "ndsi"),
+    ("predict-unknown-builtin", "predict {dataset} --model builtin:modis -o {out}/p.csv",
+     "unknown built-in model"),
+    ("models-build-missing-data", "models build --data {missing} -o {out}/m", "does not exist"),
     # products / massbalance
     ("products-truncated-map", "products {map_trunc} --outlines {outlines} --shadow exclude -o {out}/p.gpkg",
      "map_facies.tif"),

@@ -95,3 +95,28 @@ def test_temperature_card_and_reliability_numbers():
         assert panel["ece"] == eces[panel["key"]]
         assert len(panel["edges"]) == 21 and panel["count"].sum() == len(y)
     assert len(calibration.reliability(before, None, y)["panels"]) == 1
+
+
+def test_calibration_kept_only_when_it_lowers_the_validation_ece():
+    """Issue 13: a fitted temperature that raises the validation ECE is not used."""
+
+    rng = np.random.default_rng(4)  # calibrated logits (labels drawn from their softmax)
+    logits = rng.normal(0, 2, (60, 4))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=r) for r in p])
+    card = calibration.choose_calibration(logits, y)
+    t = calibration.fit_temperature(logits, y)
+    before = expected_calibration_error(p, y, 100)
+    after = expected_calibration_error(calibration.apply_temperature(logits, t), y, 100)
+    assert after > before  # the NLL-optimal temperature would make this ECE worse
+    assert card["method"] == "none" and card["temperature"] == 1.0
+    assert card["rejected_temperature"] == pytest.approx(t)
+    assert card["val_ece_before"] == pytest.approx(before)
+    assert card["val_ece_after"] == pytest.approx(after)
+    assert "did not lower the validation-fold ECE" in card["reason"]
+    assert np.allclose(calibration.calibrated_probs(logits, card), p)
+    # overconfident logits: the temperature lowers the ECE and is kept
+    over = calibration.choose_calibration(logits * 4, y)
+    assert over["method"] == "temperature" and over["temperature"] > 2
+    assert over["val_ece_after"] < over["val_ece_before"]
+    assert calibration.choose_calibration(logits[:0], y[:0])["method"] == "none"

@@ -191,6 +191,9 @@ def test_protocol_outputs_and_scores(protocol_run):
     cal = metrics["calibration"]
     assert len(cal["temperatures"]) == 6 and all(t > 0 for t in cal["temperatures"])
     assert cal["ece_after"] <= cal["ece_before"] + 0.05
+    assert 0.0 <= cal["ece_after_unpruned"] <= 1.0 and len(cal["folds"]) == 6
+    for fold in cal["folds"]:  # kept only where it lowered the validation-fold ECE
+        assert fold["method"] == "none" or fold["val_ece_after"] < fold["val_ece_before"]
 
 
 def test_model_files_and_cards(protocol_run):
@@ -200,7 +203,9 @@ def test_model_files_and_cards(protocol_run):
     assert card.patch_size == 27 and card.architecture["width"] == 4
     assert card.fold["test_fold"] == 2 and card.fold["validation_fold"] == 1
     assert card.fold["train_folds"] == [0, 3, 4, 5]
-    assert card.calibration["method"] == "temperature" and card.temperature > 0
+    # temperature where it lowered the validation ECE, else identity with the reason
+    assert card.calibration["method"] in ("temperature", "none") and card.temperature > 0
+    assert card.calibration["method"] == "temperature" or "reason" in card.calibration
     assert 0.0 <= card.metrics["best_val_mean_iou"] <= 1.0
     assert len(card.normalisation["min"]) == 3
     # the card's normalisation is the training folds' min/max
@@ -258,13 +263,28 @@ def test_absent_training_class_warns_not_crashes(tmp_path):
     with pytest.warns(UserWarning, match="water absent from the training folds"):
         metrics = run_protocol(ps, tmp_path / "run", cfg, stage="round1", progress=False)
     assert any("fold 0: class(es) water absent" in w for w in metrics["warnings"])
-    # isotonic calibration (the option) is stored in the card and used by the evaluation
-    _, card = load_model(tmp_path / "run" / "round1" / "models" / "fold1.pt")
-    assert card.calibration["method"] == "isotonic" and card.temperature > 0
+    # isotonic calibration (the option) is stored in the card where it lowered the validation
+    # ECE (else identity, with the reason: issue 13) and used by the evaluation
+    methods = set()
+    for t in range(6):
+        _, card = load_model(tmp_path / "run" / "round1" / "models" / f"fold{t}.pt")
+        methods.add(card.calibration["method"])
+        assert card.temperature > 0
+        if card.calibration["method"] == "none":
+            assert card.calibration["rejected"] == "isotonic" and "reason" in card.calibration
+            # after one epoch (near-uniform outputs) isotonic raises the ECE: refused
+            assert card.calibration["val_ece_after"] >= card.calibration["val_ece_before"]
+        else:
+            assert card.calibration["method"] == "isotonic"
+            assert card.calibration["val_ece_after"] < card.calibration["val_ece_before"]
     from glacierfacies.training.evaluation import run_evaluation
 
     ev = run_evaluation(ps, tmp_path / "run")
-    assert ev["round"] == 1 and ev["calibration"]["method"].startswith("isotonic")
+    assert ev["round"] == 1
+    assert ev["calibration"]["method"].startswith("/".join(sorted(methods)))
+    assert [f["method"] for f in ev["calibration"]["folds"]] == [
+        load_model(tmp_path / "run" / "round1" / "models" / f"fold{t}.pt")[1].calibration[
+            "method"] for t in range(6)]
     assert 0.0 <= ev["calibration"]["ece_after"] <= 1.0
 
 

@@ -37,11 +37,15 @@ def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     assert json.loads((out / "massbalance" / "stats.json").read_text())["n_glacier_years"] > 0
     html = report.read_text()
     assert html.count("data:image/png;base64,") >= 10
+    # the real glacier beside the synthetic one (issue 13): built-in models, no training
+    assert "<h2 id='s" in html and "Real glacier</h2>" in html
+    assert (out / "real" / "products.csv").is_file()
+    assert len(list((out / "real").glob("*_facies.tif"))) == 2
     t0 = time.perf_counter()
     log: list[str] = []
     run_pipeline(cfg, out, log=log.append)
     assert time.perf_counter() - t0 < 30
-    assert sum("up to date, skipped" in m for m in log) == 7
+    assert sum("up to date, skipped" in m for m in log) == 8  # with the real example (issue 13)
     # an expert edits one label: the run reruns from the dataset stage on (issue 15)
     import geopandas as gpd
 
@@ -54,7 +58,7 @@ def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     assert "[sample] up to date, skipped" in log
     assert any(m.startswith("[dataset] input files changed: sample/labels.gpkg") for m in log)
     ran = [m.split("]")[0][1:] for m in log if m.endswith("running ...")]
-    assert ran == ["dataset", "train", "maps", "products", "massbalance", "report"]
+    assert ran == ["dataset", "train", "maps", "products", "massbalance", "real", "report"]
     import pandas as pd
 
     table = pd.read_parquet(out / "dataset" / "table.parquet")
@@ -65,7 +69,7 @@ def test_run_writes_every_output_then_skips_all_stages(tmp_path):
     log.clear()
     run_pipeline(cfg, out, log=log.append)
     assert time.perf_counter() - t0 < 30  # nothing changed: every stage skipped
-    assert sum("up to date, skipped" in m for m in log) == 7
+    assert sum("up to date, skipped" in m for m in log) == 8  # with the real example (issue 13)
     if shutil.which("chromium") is None:
         pytest.skip("no headless Chromium here to screenshot the report")
     shot = tmp_path / "shot.png"

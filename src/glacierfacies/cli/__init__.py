@@ -7,6 +7,8 @@ from glacierfacies.cli import (  # noqa: F401
     dataset,
     features,
     map,
+    models,
+    predict,
     products,
     run,
     sample,

@@ -78,7 +78,8 @@ def overwrite_option(what: str = "the output", *, help: str | None = None) -> De
 
 models_option: Decorator = click.option(
     "--model", "models", required=True, multiple=True, type=click.Path(path_type=Path),
-    help="Model file (foldK.pt); repeat for an ensemble (mean probabilities).")
+    help="Model file (foldK.pt) or builtin:NAME (`glacierfacies models` lists them); "
+         "repeat for an ensemble (mean probabilities).")
 
 tile_size_option: Decorator = click.option(
     "--tile-size", type=int, default=1024, show_default=True,

@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ def parse_mapping(spec: str | Mapping[str, str] | None) -> dict[str, str] | None
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def conflicting_duplicates(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Bool per row: its values (all columns, exactly) also occur in a row of another class."""
+    import pandas as pd
+
+    df = pd.DataFrame(values)
+    key = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    n_classes = pd.Series(np.asarray(classes, dtype=object).astype(str)).groupby(key).transform(
+        "nunique").to_numpy()
+    return n_classes > 1
 
 
 def _read_point_table(path: Path, layer: str | None) -> tuple[Any, np.ndarray, np.ndarray, str]:
@@ -98,6 +110,7 @@ def import_points(
     seed: int = 0,
     layer: str | None = None,
     dtype: str = "float32",
+    drop_conflicting: bool = False,
 ) -> PatchSet:
     """A table of sampled band values -> PatchSet (patch size 1, the 6 optical bands).
 
@@ -157,6 +170,14 @@ def import_points(
     n_nan = int((~unmapped & ~ok).sum())
     if n_nan:
         warnings.warn(f"{path}: dropped {n_nan} row(s) with missing band values", stacklevel=2)
+    n_conflict = 0
+    if drop_conflicting:
+        conflict = conflicting_duplicates(values, mapped.to_numpy()) & ok
+        n_conflict = int(conflict.sum())
+        if n_conflict:
+            warnings.warn(f"{path}: dropped {n_conflict} row(s) whose band values repeat "
+                          "with another class", stacklevel=2)
+        ok &= ~conflict
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         raise InputError(path, "no usable rows after class mapping")
@@ -182,7 +203,82 @@ def import_points(
     patches = values[idx].astype(check_dtype(dtype)).reshape(len(idx), 6, 1, 1)
     provenance = {"source": "points", "table": str(path), "band_columns": bands,
                   "scale": scale, "offset": offset, "class_map": cmap,
-                  "dropped_unmapped": int(unmapped.sum()), "dropped_missing": n_nan}
+                  "dropped_unmapped": int(unmapped.sum()), "dropped_missing": n_nan,
+                  "dropped_conflicting": n_conflict}
     return PatchSet(patches, labels_from_names(table["class"].tolist()), table, OPTICAL_BANDS,
                     CLASS_NAMES, 1, None, provenance, fold_config)
 
+
+
+@dataclass
+class PointValues:
+    """A point table read for prediction: its rows, the feature values it can supply, and
+    (when it has a class column) the labels mapped to our class names."""
+
+    table: Any  # pandas DataFrame of the input rows (geometry dropped; x, y added)
+    values: np.ndarray  # (N, F) float64, value * scale + offset
+    feature_names: list[str]  # the features of `values`' columns
+    columns: dict[str, str]  # feature -> the table column it came from (or would)
+    labels: Any | None  # pandas Series of class names (None: no class column); NaN unmapped
+    raw_labels: Any | None  # the class column as strings
+
+
+def read_point_values(
+    table_path: str | os.PathLike,
+    band_columns: Mapping[str, str] | str | None = None,
+    class_column: str = "class",
+    class_map: Mapping[str, str] | str | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+    layer: str | None = None,
+) -> PointValues:
+    """A point table -> the feature values it holds, for `predict` (no glacier or class
+    needed). Optical bands come from `band_columns` (as in `import_points`; `scale` and
+    `offset` apply to them), other features from columns named as the feature. Features whose
+    column is absent are simply not in `feature_names`: the caller names those its models
+    need."""
+    import pandas as pd
+
+    from glacierfacies.features import FEATURE_NAMES, TERRAIN_FEATURES
+
+    path = Path(table_path)
+    df, xs, ys, _ = _read_point_table(path, layer)
+    if isinstance(band_columns, str) and band_columns in SENSOR_BAND_COLUMNS:
+        bands = SENSOR_BAND_COLUMNS[band_columns]
+    else:
+        bands = parse_mapping(band_columns) or {b: b for b in OPTICAL_BANDS}
+    unknown = [b for b in bands if b not in OPTICAL_BANDS]
+    if unknown:
+        raise InputError(path, f"band map names {unknown}, not bands ({', '.join(OPTICAL_BANDS)})")
+    columns = {b: bands.get(b, b) for b in OPTICAL_BANDS}
+    columns.update({f: f for f in TERRAIN_FEATURES})
+    names = [f for f in FEATURE_NAMES if columns[f] in df.columns]
+    try:
+        values = (np.array(df[[columns[f] for f in names]].apply(pd.to_numeric), np.float64)
+                  if names else np.zeros((len(df), 0)))
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"feature columns must be numeric: {exc}".splitlines()[0]) from None
+    optical = [i for i, f in enumerate(names) if f in OPTICAL_BANDS]
+    values[:, optical] = (values[:, optical] * (1.0 if scale is None else scale)
+                          + (0.0 if offset is None else offset))
+    labels = raw = None
+    if class_column in df.columns:
+        raw = df[class_column].astype(str).str.strip()
+        cmap = parse_mapping(class_map)
+        if cmap is not None:
+            bad = sorted({v for v in cmap.values() if v not in CLASS_NAMES})
+            if bad:
+                raise InputError(path, f"class map targets {bad} are not classes "
+                                       f"({', '.join(CLASS_NAMES)})")
+            labels = raw.map(cmap)
+        else:
+            def to_ours(v: str) -> str | None:
+                try:
+                    return CLASS_NAMES[class_index(v)]
+                except ValueError:
+                    return None
+            labels = raw.map(to_ours)
+    out = pd.DataFrame(df)
+    if "x" not in out and np.isfinite(xs).any():
+        out["x"], out["y"] = xs, ys
+    return PointValues(out, values, names, columns, labels, raw)

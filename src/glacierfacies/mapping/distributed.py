@@ -13,6 +13,7 @@ from glacierfacies._io import check_output_folder
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.config import MapConfig, PathLike
 from glacierfacies.mapping.scene_map import map_scene, output_paths, scene_stem
+from glacierfacies.model.builtin import resolve_models
 from glacierfacies.model.card import load_members
 
 
@@ -82,6 +83,7 @@ def map_many(
     for p, what in ((dem, "DEM"), (outlines, "outlines")):
         if not Path(p).exists():
             raise InputError(p, f"{what} does not exist")
+    models = resolve_models(models)  # builtin:NAME -> its fold model files
     for m in models:
         if not Path(m).exists():
             raise InputError(m, "model file does not exist")

@@ -126,13 +126,14 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
     """Load fold models and their cards into `inference.Member`s (features, norm, temperature).
 
     A model that expects a feature this run cannot build is a one-line ModelMismatchError
-    naming it.
+    naming it. `builtin:NAME` stands for the fold models of a built-in model.
     """
-    from glacierfacies.model.card import load_model
+    from glacierfacies.model.builtin import resolve_models
     from glacierfacies.model.member import Member
 
     if not model_paths:
         raise InputError(None, "no model given (--model)")
+    model_paths = resolve_models(model_paths)
     members = []
     for path in model_paths:
         if not Path(path).exists():

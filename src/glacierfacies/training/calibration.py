@@ -27,7 +27,8 @@ from glacierfacies.training.metrics import (
     reliability_bins,
 )
 
-__all__ = ["IsotonicCalibrator", "apply_temperature", "calibrated_probs", "fit_isotonic",
+__all__ = ["IsotonicCalibrator", "apply_temperature", "calibrated_probs", "choose_calibration",
+           "fit_isotonic",
            "fit_temperature", "reliability", "tempered_softmax", "temperature_nll", "to_card"]
 
 _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
@@ -155,6 +156,37 @@ def calibrated_probs(logits: Any, card: dict[str, Any] | None) -> np.ndarray:
             apply_temperature(_as_numpy(logits), 1.0)
         )
     raise ValueError(f"unknown calibration method {method!r} in model card")
+
+
+def choose_calibration(val_logits: Any, y_val: Any, method: str = "temperature",
+                       ece_bins: int = 100) -> dict[str, Any]:
+    """The card's calibration entry: `method` fitted on the validation fold, kept only when it
+    lowers that fold's ECE; otherwise identity (`method: none`) and the reason.
+
+    A calibration that raises the ECE makes the confidence worse than the raw softmax (seen:
+    0.126 -> 0.167 after one epoch on a small set), so it never replaces identity.
+    """
+    if len(np.asarray(y_val)) == 0:
+        return {"method": "none", "temperature": 1.0,
+                "reason": "no validation points to fit a calibration on"}
+    val_logits, y_val = _check_pair(val_logits, y_val, "val_logits")
+    temperature = fit_temperature(val_logits, y_val)
+    candidate: dict[str, Any] = {"method": "temperature", "temperature": float(temperature)}
+    if method == "isotonic":
+        # "temperature" stays as the fallback for consumers that only scale logits
+        candidate = {**to_card("isotonic", fit_isotonic(tempered_softmax(val_logits), y_val)),
+                     "temperature": float(temperature)}
+    elif method != "temperature":
+        raise ValueError(f"unknown calibration method {method!r}; use temperature or isotonic")
+    before = expected_calibration_error(tempered_softmax(val_logits), y_val, ece_bins)
+    after = expected_calibration_error(calibrated_probs(val_logits, candidate), y_val, ece_bins)
+    scores = {"val_ece_before": before, "val_ece_after": after, "ece_bins": ece_bins}
+    if after < before:
+        return {**candidate, **scores}
+    return {"method": "none", "temperature": 1.0, **scores,
+            "rejected": candidate["method"], "rejected_temperature": float(temperature),
+            "reason": f"{candidate['method']} calibration did not lower the validation-fold "
+                      f"ECE ({before:.4f} -> {after:.4f}); identity kept"}
 
 
 def reliability(

@@ -64,6 +64,7 @@ class TrainConfig:
     threads: int = 2  # torch CPU threads
     compile: bool = False  # torch.compile the model (CUDA only)
     calibration: str = "temperature"  # or "isotonic" (fitted on the validation fold)
+    class_weight_power: float = 1.0  # class weight = (inverse frequency) ** power (1: paper)
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:
@@ -102,6 +103,8 @@ class TrainConfig:
             raise ValueError("lr > 0, focal_gamma >= 0 and checkpoint_every >= 0 are required")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if not self.class_weight_power >= 0:
+            raise ValueError(f"class_weight_power must be >= 0, got {self.class_weight_power}")
         if self.calibration not in ("temperature", "isotonic"):
             raise ValueError(f"calibration must be temperature or isotonic, got {self.calibration!r}")
 
@@ -140,5 +143,7 @@ class TrainConfig:
         for k in ("device", "threads", "checkpoint_every", "eval_batch_size", "compile",
                   "calibration"):
             d.pop(k)
+        if d["class_weight_power"] == 1.0:  # the default: signatures of earlier runs hold
+            d.pop("class_weight_power")
         return fingerprint(d)
 

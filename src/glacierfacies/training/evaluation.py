@@ -49,6 +49,7 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
     probs_raw = tempered_softmax(logits)
     probs = np.empty_like(probs_raw)
     methods = set()
+    decisions = []
     for t in range(k):
         with np.load(get_filepath("fold_predictions", run_dir, round=round_no, fold=t)) as z:
             temps[t] = float(z["temperature"])
@@ -56,6 +57,9 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
         cal = (json.loads(card_path.read_text()).get("calibration") if card_path.is_file()
                else None) or {"method": "temperature", "temperature": temps[t]}
         methods.add(cal["method"])
+        decisions.append({"fold": t, "method": cal["method"],
+                          **{key: cal[key] for key in ("temperature", "val_ece_before",
+                                                       "val_ece_after", "reason") if key in cal}})
         rows = oof_fold == t
         probs[rows] = calibrated_probs(logits[rows], cal)
     class_names = list(patchset.class_names)
@@ -86,7 +90,11 @@ def run_evaluation(patchset: Any, run_dir: str | os.PathLike,
             "temperatures": temps.tolist(),
             "ece_before": expected_calibration_error(probs_raw[keep], labels[keep], 100),
             "ece_after": expected_calibration_error(probs[keep], labels[keep], 100),
+            "ece_before_unpruned": expected_calibration_error(probs_raw, labels, 100),
+            "ece_after_unpruned": expected_calibration_error(probs, labels, 100),
             "ece_bins": 100, "diagram_eces": eces,
+            "rule": "kept only where it lowers the validation-fold ECE, else identity",
+            "folds": decisions,
         },
         "cleaning": {"n_flagged": int(flagged.sum()),
                      "fraction": float(flagged.mean()) if len(flagged) else 0.0},
@@ -156,8 +164,15 @@ def metrics_summary_lines(metrics: dict[str, Any]) -> list[str]:
                          f"+- {gw['macro_f1_std']:.3f} over {gw['n_glaciers']} glaciers")
         cal = metrics.get("calibration", {})
         if cal:
-            lines.append(f"ECE (100 bins): {cal['ece_before']:.4f} before, "
-                         f"{cal['ece_after']:.4f} after calibration")
+            line = (f"ECE (100 bins): {cal['ece_before']:.4f} before, "
+                    f"{cal['ece_after']:.4f} after calibration")
+            if "ece_after_unpruned" in cal:
+                line += (f" (unpruned test folds: {cal['ece_before_unpruned']:.4f} -> "
+                         f"{cal['ece_after_unpruned']:.4f})")
+            kept = [f for f in cal.get("folds", []) if f["method"] == "none"]
+            if kept:
+                line += f"; identity kept in {len(kept)} fold(s)"
+            lines.append(line)
     cl = metrics.get("cleaning")
     if cl:
         line = f"confident learning flagged {cl['n_flagged']} labels ({cl['fraction']:.1%})"

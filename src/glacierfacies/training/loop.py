@@ -46,8 +46,13 @@ def focal_loss(
     return loss.mean()
 
 
-def sample_weights(labels: np.ndarray, scenes: Sequence[Any]) -> np.ndarray:
-    """Class weight x scene weight (inverse frequencies), normalised to mean 1."""
+def sample_weights(labels: np.ndarray, scenes: Sequence[Any], class_power: float = 1.0
+                   ) -> np.ndarray:
+    """Class weight x scene weight (inverse frequencies), normalised to mean 1.
+
+    `class_power` softens the class weight to (inverse frequency) ** power: 1 is the paper's,
+    0 no class weighting (a rare class then stops pulling look-alike points of common ones).
+    """
     labels = np.asarray(labels)
     n = len(labels)
     if n == 0:
@@ -55,7 +60,7 @@ def sample_weights(labels: np.ndarray, scenes: Sequence[Any]) -> np.ndarray:
     _, cinv, ccount = np.unique(labels, return_inverse=True, return_counts=True)
     _, sinv, scount = np.unique(np.asarray([str(s) for s in scenes]), return_inverse=True,
                                 return_counts=True)
-    w = (n / (len(ccount) * ccount[cinv])) * (n / (len(scount) * scount[sinv]))
+    w = (n / (len(ccount) * ccount[cinv])) ** class_power * (n / (len(scount) * scount[sinv]))
     return (w / w.mean()).astype(np.float32)
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-__all__ = ["confusion_counts", "evaluate", "expected_calibration_error", "macro_f1", "mean_iou",
+__all__ = ["confusion_counts", "evaluate", "expected_calibration_error", "group_f1", "macro_f1",
+           "mean_iou",
            "reliability_bins", "row_normalised"]
 
 
@@ -77,6 +78,15 @@ def macro_f1(y_true: Any, y_pred: Any, n_classes: int) -> float:
         y_true, y_pred, labels=present, average=None, zero_division=0.0
     )
     return float(np.mean(f1))
+
+
+def group_f1(y_true: Any, y_pred: Any, positive: Sequence[int]) -> float | None:
+    """Binary F1 of a group of classes (e.g. snow + shadowed snow) against the rest; None
+    when the group is neither present nor predicted."""
+    t = np.isin(_labels_1d(y_true, "y_true"), list(positive))
+    p = np.isin(_labels_1d(y_pred, "y_pred"), list(positive))
+    tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
+    return None if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
 def reliability_bins(probs: Any, y: Any, n_bins: int = 100) -> dict[str, np.ndarray]:

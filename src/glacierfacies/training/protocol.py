@@ -106,7 +106,7 @@ def _train_one_fold(
 ) -> dict[str, Any]:
     """One fold of a round: train, predict test and validation, calibrate; write the model
     (+ card) and the predictions. Returns the stage summary."""
-    from glacierfacies.training.calibration import fit_isotonic, fit_temperature, to_card
+    from glacierfacies.training.calibration import choose_calibration
 
     t, train_idx, val_idx, test_idx = split
     if len(train_idx) < 2:
@@ -118,7 +118,8 @@ def _train_one_fold(
     t0 = time.perf_counter()
     norm = _fit_norm(data, train_idx)
     weights = np.zeros(n, dtype=np.float32)
-    weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx])
+    weights[train_idx] = sample_weights(data.labels[train_idx], scenes[train_idx],
+                                        cfg.class_weight_power)
     res = train_fold(data, train_idx, val_idx, cfg, norm, weights, round_no=round_no, fold=t,
                      ckpt_path=get_filepath("fold_checkpoint", run_dir, round=round_no, fold=t),
                      progress=progress, on_batch=on_batch)
@@ -127,13 +128,8 @@ def _train_one_fold(
     normalise = _Normaliser(norm, device)
     test_logits = predict_logits(model, data.x, test_idx, normalise, cfg.eval_batch_size)
     val_logits = predict_logits(model, data.x, val_idx, normalise, cfg.eval_batch_size)
-    temperature = fit_temperature(val_logits, data.labels[val_idx]) if len(val_idx) else 1.0
-    calibration = {"method": "temperature", "temperature": float(temperature)}
-    if cfg.calibration == "isotonic" and len(val_idx):
-        # "temperature" stays as the fallback for consumers that only scale logits
-        calibration = {**to_card("isotonic", fit_isotonic(tempered_softmax(val_logits),
-                                                          data.labels[val_idx])),
-                       "temperature": float(temperature)}
+    calibration = choose_calibration(val_logits, data.labels[val_idx], cfg.calibration)
+    temperature = float(calibration.get("temperature", 1.0))
     y_test = data.labels[test_idx]
     cleaned = np.ones(len(test_idx), bool) if keep is None else np.asarray(keep)[test_idx]
     fold_metrics = {

@@ -102,6 +102,7 @@ _STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "maps": ("buffer", "tile_size", "smoothing", *_READ_KEYS),
     "products": ("min_observed", "include_refrozen", "accumulation"),
     "massbalance": ("wgms", "min_years", "min_observed"),
+    "real": (),  # the maps' settings (above) and the built-in models
     "report": (),
 }
 

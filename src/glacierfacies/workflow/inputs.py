@@ -21,6 +21,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "maps": (),
     "products": ("truth",),
     "massbalance": ("wgms",),
+    "real": (),
     "report": (),
 }
 

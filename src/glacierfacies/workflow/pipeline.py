@@ -20,6 +20,7 @@ from glacierfacies.layout import get_filepath
 from glacierfacies.tasks import StageLog, fingerprint
 from glacierfacies.workflow.config import _STAGE_KEYS, RunConfig, _resolve_inputs, load_config
 from glacierfacies.workflow.inputs import STAGE_INPUTS, check_run, input_signatures
+from glacierfacies.workflow.real_example import stage_real_example
 from glacierfacies.workflow.report import stage_report
 from glacierfacies.workflow.stages import (
     stage_dataset,
@@ -32,7 +33,7 @@ from glacierfacies.workflow.stages import (
 
 __all__ = ["STAGES", "Run", "run_pipeline"]
 
-STAGES = ("sample", "dataset", "train", "maps", "products", "massbalance", "report")
+STAGES = ("sample", "dataset", "train", "maps", "products", "massbalance", "real", "report")
 
 
 class Run:
@@ -122,9 +123,14 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     products_summary = run.stage("products", lambda: stage_products(cfg, out, inputs),
                                  (path("products"),))
     run.stage("massbalance", lambda: stage_massbalance(cfg, out, inputs), (path("massbalance"),))
+    real = None
+    if cfg.uses_sample:  # the demo: a real glacier beside the synthetic one, built-in models
+        real = run.stage("real", lambda: stage_real_example(out, cfg.map_config),
+                         (path("real"),))
     if run.timings or not path("report").is_file():  # something changed: re-report
         run.stages.invalidate(["report"])
-    run.stage("report", lambda: stage_report(cfg, out, inputs, run.timings, products_summary),
+    run.stage("report", lambda: stage_report(cfg, out, inputs, run.timings, products_summary,
+                                             real),
               (path("report"),))
     log(f"finished in {time.perf_counter() - t0:.1f} s")
     return path("report")

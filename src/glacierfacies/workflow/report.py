@@ -92,7 +92,8 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
 
 
 def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, float],
-                  products_summary: dict[str, Any]) -> dict[str, Any]:
+                  products_summary: dict[str, Any], real: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     import shutil
 
     import numpy as np
@@ -164,8 +165,16 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
     sections.append(Section(
         "Calibrated confidence",
         [f"{cal.get('method', 'temperature scaling')}: ECE (100 bins) "
-         f"{_fmt(cal.get('ece_before'))} before, {_fmt(cal.get('ece_after'))} after; "
-         f"temperatures {', '.join(_fmt(t, 2) for t in cal.get('temperatures', []))}."],
+         f"{_fmt(cal.get('ece_before'))} before, {_fmt(cal.get('ece_after'))} after on the "
+         "cleaned test folds"
+         + (f", {_fmt(cal.get('ece_before_unpruned'))} before, "
+            f"{_fmt(cal.get('ece_after_unpruned'))} after on the unpruned ones"
+            if "ece_after_unpruned" in cal else "")
+         + f"; temperatures {', '.join(_fmt(t, 2) for t in cal.get('temperatures', []))}. "
+         "A calibration is kept only where it lowers the validation fold's ECE"
+         + (": identity kept in fold(s) "
+            + ", ".join(str(f["fold"]) for f in cal.get("folds", []) if f["method"] == "none")
+            + "." if any(f["method"] == "none" for f in cal.get("folds", [])) else ".")],
         [], cal_figs))
 
     # maps
@@ -254,6 +263,11 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
              "the WGMS annual balance. Scores are cross-validated (held-out predictions), "
              "with 95% bootstrap intervals over glacier-years."],
             [table_html(pd.DataFrame(rows))], mfigs))
+
+    if real and real.get("scenes"):  # the demo's real glacier (workflow.real_example)
+        from glacierfacies.workflow.real_example import real_section
+
+        sections.append(real_section(out, real, fig_dir))
 
     # configuration
     sections.append(Section("Configuration and versions", [

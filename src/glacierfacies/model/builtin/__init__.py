@@ -1,0 +1,98 @@
+"""Built-in models shipped inside the package: `--model builtin:NAME` on every command.
+
+Each built-in model is a small spectral ensemble (patch size 1, the six optical bands): the
+fold models of the training protocol run on real labelled points, in `builtin/NAME/` as
+`foldK.pt` + `foldK.json` (the usual model files) beside `model.json`, the card of the whole
+ensemble (training data, licence, attribution, rebuild command, leave-one-glacier-out
+scores). `glacierfacies models` lists them; `make models` rebuilds them
+(docs/models.md). Pure: paths and JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glacierfacies.errors import InputError
+
+__all__ = ["BUILTIN_DIR", "BUILTIN_MODELS", "PREFIX", "BuiltinSpec", "builtin_card",
+           "builtin_files", "is_builtin", "resolve_models"]
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+PREFIX = "builtin:"
+#: Aberle et al.'s class codes -> ours (docs/real-data.md: rock is debris, shadowed snow shadow)
+ABERLE_CLASS_MAP = "1=snow,2=shadow,3=ice,4=debris,5=water"
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """What a built-in model is for and how it is rebuilt from ../shared/data/aberle."""
+
+    name: str
+    sensors: tuple[str, ...]
+    table: str  # file in the Aberle folder
+    bands: str  # a `data.points.SENSOR_BAND_COLUMNS` preset
+    offset: float | None
+    nir: str  # the NIR band the model was trained on, and why
+    class_map: str = ABERLE_CLASS_MAP
+    glacier_column: str = "site_name"
+    #: TrainConfig fields changed from the `sample` preset (docs/models.md says why)
+    train: tuple[tuple[str, float], ...] = ()
+
+
+BUILTIN_MODELS: dict[str, BuiltinSpec] = {
+    "landsat": BuiltinSpec(
+        "landsat", ("Landsat 8/9 Collection 2 Level 2", "HLS v2.0 L30"),
+        "Landsat_training_data.csv", "landsat89", -0.2,
+        "OLI band 5 (SR_B5); the points are DN x 2.75e-5 without the C2 offset, hence -0.2",
+        train=(("brightness", 0.1),)),
+    "sentinel2": BuiltinSpec(
+        "sentinel2", ("Sentinel-2 L2A", "HLS v2.0 S30"),
+        "Sentinel-2_SR_training_data.csv", "sentinel2", None,
+        "B8 (10 m broad NIR, what L2A products give as B08); HLS S30's B8A maps as well "
+        "(docs/models.md)",
+        train=(("dropout", 0.1), ("class_weight_power", 0.5))),
+}
+
+
+def is_builtin(spec: str | os.PathLike) -> bool:
+    return str(spec).startswith(PREFIX)
+
+
+def _name(spec: str | os.PathLike) -> str:
+    name = str(spec)[len(PREFIX):]
+    if name not in BUILTIN_MODELS:
+        raise InputError(spec, f"unknown built-in model; known: "
+                               f"{', '.join(PREFIX + n for n in BUILTIN_MODELS)}")
+    return name
+
+
+def builtin_files(spec: str | os.PathLike) -> list[Path]:
+    """The fold model files (.pt) of `builtin:NAME` (or NAME), in fold order."""
+    name = _name(spec if is_builtin(spec) else PREFIX + str(spec))
+    files = sorted((BUILTIN_DIR / name).glob("fold*.pt"))
+    if not files:
+        raise InputError(BUILTIN_DIR / name, "built-in model files are not installed "
+                                             "(package data missing; run `make models`)")
+    return files
+
+
+def resolve_models(specs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Model paths with every `builtin:NAME` expanded into its fold models."""
+    out: list[Path] = []
+    for s in specs:
+        out.extend(builtin_files(s) if is_builtin(s) else [Path(s)])
+    return out
+
+
+def builtin_card(spec: str | os.PathLike) -> dict[str, Any]:
+    """The ensemble card (`model.json`) of `builtin:NAME` (or NAME)."""
+    name = _name(spec if is_builtin(spec) else PREFIX + str(spec))
+    path = BUILTIN_DIR / name / "model.json"
+    if not path.is_file():
+        raise InputError(path, "built-in model card is not installed (run `make models`)")
+    return json.loads(path.read_text())
