@@ -97,6 +97,22 @@ def test_onnx_export_of_a_builtin_fold_matches_torch(tmp_path):
     assert got.shape == (2, 8, 13, 17) and np.abs(got - want).max() <= 1e-5
 
 
+def test_export_onnx_command_takes_a_builtin_name(tmp_path):
+    """`export-onnx builtin:NAME -o m.onnx` writes one m_foldK.onnx per fold model; a second
+    call refuses before writing anything."""
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(cli, ["export-onnx", "builtin:landsat", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    want = sorted(f"m_{f.stem}.onnx" for f in builtin_files("builtin:landsat"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == want and len(want) == 4
+    res = CliRunner().invoke(cli, ["export-onnx", "builtin:landsat", "-o", str(out)])
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
+    assert "--overwrite" in str(res.exception)
+    res = CliRunner().invoke(cli, ["export-onnx", "builtin:nosuch", "-o", str(out)])
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["landsat", "sentinel2"])
 def test_rebuild_reproduces_shipped_probabilities(name, shared_data, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,20 @@ def test_run_with_bad_input_writes_nothing(tmp_path):
         cfg.write_text("training_preset: huge\n")
         run_pipeline(cfg, out, log=lambda m: None)
     assert list(out.iterdir()) == []
+
+
+def test_real_stage_is_signed_by_the_builtin_model_files(tmp_path):
+    """The demo's real section maps with the built-in models: their files join the real
+    stage's fingerprint (after `make models` the section is remapped), not the earlier ones."""
+    from glacierfacies.model.builtin import builtin_files
+    from glacierfacies.workflow.config import Inputs
+    from glacierfacies.workflow.inputs import STAGE_INPUTS, input_signatures
+
+    f = tmp_path / "x.tif"
+    f.write_bytes(b"x")
+    sig = input_signatures(Inputs([f], f, f, f, None), tmp_path)
+    signed = {Path(s["path"]).name for s in sig["builtin_models"]}
+    for name in ("landsat", "sentinel2"):
+        assert {p.name for p in builtin_files(name)} <= signed
+    assert {"model.json", "fold0.json"} <= signed
+    assert [s for s, groups in STAGE_INPUTS.items() if "builtin_models" in groups] == ["real"]

@@ -107,14 +107,31 @@ def evaluate_cmd(run_dir, dataset, out, overwrite) -> None:
 
 
 @cli.command("export-onnx")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="ONNX file to write.")
+              help="ONNX file to write (builtin:NAME: one OUT_foldK.onnx per fold model).")
 @overwrite_option("OUT")
 def export_onnx_cmd(model, out, overwrite) -> None:
-    """Export a fold model (dense, normalised, calibrated) to ONNX: features -> probabilities."""
+    """Export a fold model (dense, normalised, calibrated) to ONNX: features -> probabilities.
+
+    MODEL is a fold model file or builtin:NAME (its fold models, one ONNX file each; average
+    their probabilities as `map` does).
+    """
+    from glacierfacies.errors import InputError
+    from glacierfacies.model.builtin import is_builtin, resolve_models
     from glacierfacies.model.onnx import export_onnx
 
-    export_onnx(model, out, overwrite=overwrite)
-    click.echo(f"{out}: input 'features' (B, F, H, W) raw, output 'probabilities' "
-               "(B, 8, H-S+1, W-S+1)")
+    if is_builtin(model):
+        files = resolve_models([model])
+        outs = [out.with_name(f"{out.stem}_{f.stem}{out.suffix or '.onnx'}") for f in files]
+    else:
+        if not Path(model).is_file():
+            raise InputError(model, "model file does not exist")
+        files, outs = [Path(model)], [out]
+    for t in outs:  # refuse before writing any of them
+        if t.exists() and not overwrite:
+            raise InputError(t, "output exists; pass --overwrite to replace it")
+    for f, t in zip(files, outs, strict=True):
+        export_onnx(f, t, overwrite=overwrite)
+        click.echo(f"{t}: input 'features' (B, F, H, W) raw, output 'probabilities' "
+                   "(B, 8, H-S+1, W-S+1)")

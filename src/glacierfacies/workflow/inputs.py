@@ -8,6 +8,7 @@ from typing import Any
 
 from glacierfacies._io import check_output_folder
 from glacierfacies.errors import InputError
+from glacierfacies.model.builtin import BUILTIN_DIR, BUILTIN_MODELS
 from glacierfacies.tasks import file_signature
 from glacierfacies.workflow.config import Inputs, RunConfig, _resolve_inputs, train_config
 
@@ -21,7 +22,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "maps": (),
     "products": ("truth",),
     "massbalance": ("wgms",),
-    "real": (),
+    "real": ("builtin_models",),
     "report": (),
 }
 
@@ -39,6 +40,9 @@ def input_signatures(inputs: Inputs, out: Path) -> dict[str, list[dict[str, Any]
         "flipped": [inputs.flipped] if inputs.flipped and inputs.flipped.is_file() else [],
         "truth": [inputs.truth] if inputs.truth and inputs.truth.is_dir() else [],
         "wgms": [inputs.wgms] if inputs.wgms else [],
+        # the demo's real section maps with them: `make models` then remaps it
+        "builtin_models": sorted(p for name in BUILTIN_MODELS
+                                 for p in (BUILTIN_DIR / name).glob("*") if p.is_file()),
     }
     return {name: file_signature(paths, root=out, always_hash=name == "labels")
             for name, paths in groups.items()}
