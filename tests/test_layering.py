@@ -17,7 +17,8 @@ GROUND = {"__version__", "classes", "features", "errors", "_io", "_testing", "la
 ALLOWED: dict[str, set[str]] = {
     "scenes": GROUND,
     "outlines": GROUND | {"scenes"},
-    "stack": GROUND | {"scenes", "outlines"},
+    "terrain_context": GROUND | {"scenes", "outlines"},
+    "stack": GROUND | {"scenes", "outlines", "terrain_context"},
     "data": GROUND | {"scenes", "stack", "outlines", "model"},
     "model": GROUND | {"data"},
     "training": GROUND | {"data", "model"},
