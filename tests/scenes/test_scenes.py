@@ -544,9 +544,9 @@ def test_windowed_read_equals_whole_file_read(sample_dir, monkeypatch):
     real_read = _read_band
     windows: list = []
 
-    def spy(src, index, path, window=None):
+    def spy(src, index, path, window=None, out_shape=None):
         windows.append((src.width, src.height, window))
-        return real_read(src, index, path, window=window)
+        return real_read(src, index, path, window=window, out_shape=out_shape)
 
     for p, ulps in zip(picks, (0, 1), strict=True):
         full_grid = scene_grid(p)
@@ -650,3 +650,71 @@ def test_expand_scenes_paths_and_globs(tmp_path):
         expand_scenes(str(tmp_path / "*.zip"))
     with pytest.raises(InputError, match="d.tif: scene not found"):
         expand_scenes([str(tmp_path / "c.tif"), str(tmp_path / "d.tif")])
+
+
+def test_decimated_reads_for_previews(sample_dir, monkeypatch):
+    """Under `decimated_reads()` a scene read onto a 4x coarser grid is read by strips of
+    rows and subsampled (GDAL's decimated read where the file has overviews), never a whole
+    band at full resolution; the preview differs little from the full-resolution read.
+    Outside it, nothing changes."""
+    from glacierfacies.scenes.grid import decimated_reads
+
+    p = next(q for q in find_scenes(sample_dir / "scenes") if q.name.startswith("S2"))
+    full = scene_grid(p)
+    from rasterio.transform import Affine
+
+    coarse = Grid(full.crs, full.transform @ Affine.scale(4, 4), full.height // 4,
+                  full.width // 4)
+    real_read = _read_band
+    shapes: list = []
+
+    def spy(src, index, path, window=None, out_shape=None):
+        arr = real_read(src, index, path, window=window, out_shape=out_shape)
+        shapes.append(arr.shape[-2:])  # rows, columns per band of one read
+        return arr
+
+    monkeypatch.setattr(grid_mod, "_read_band", spy)
+    plain = read_scene(p, grid=coarse)
+    assert max(h for h, w in shapes) == full.height  # the 10 m bands in full
+    shapes.clear()
+    with decimated_reads():
+        preview = read_scene(p, grid=coarse)
+    assert max(h for h, w in shapes) <= 260 < full.height  # strips of rows, subsampled
+    assert preview.grid == coarse and preview.reflectance.shape == plain.reflectance.shape
+    both = plain.valid & preview.valid
+    assert both.mean() > 0.9
+    diff = np.abs(preview.reflectance[:, both] - plain.reflectance[:, both])
+    assert np.median(diff) < 0.02
+    shapes.clear()
+    again = read_scene(p, grid=coarse)  # the switch does not outlive the block
+    assert np.array_equal(again.reflectance, plain.reflectance, equal_nan=True)
+
+
+def test_decimated_reads_use_overviews(sample_dir, tmp_path):
+    """A scene whose band files carry overviews is previewed through GDAL's decimated read
+    (the overview level), close to the full-resolution read."""
+    import shutil
+
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import Affine
+
+    from glacierfacies.scenes.grid import decimated_reads
+
+    src = next(q for q in find_scenes(sample_dir / "scenes") if q.name.startswith("S2"))
+    p = tmp_path / src.name
+    (shutil.copytree if src.is_dir() else shutil.copy)(src, p)
+    tifs = [f for f in ([p] if p.is_file() else p.rglob("*")) if f.suffix.lower() in
+            (".tif", ".jp2")]
+    for f in tifs:
+        with rasterio.open(f, "r+") as ds:
+            ds.build_overviews([2, 4], Resampling.nearest)
+    full = scene_grid(p)
+    coarse = Grid(full.crs, full.transform @ Affine.scale(4, 4), full.height // 4,
+                  full.width // 4)
+    plain = read_scene(p, grid=coarse)
+    with decimated_reads():
+        preview = read_scene(p, grid=coarse)
+    both = plain.valid & preview.valid
+    assert both.mean() > 0.9
+    assert np.median(np.abs(preview.reflectance[:, both] - plain.reflectance[:, both])) < 0.02

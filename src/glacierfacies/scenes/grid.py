@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -136,11 +138,35 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _read_band(src, index, path, window=None) -> np.ndarray:
-    """`src.read(index, window=window)` with read errors as a one-line InputError."""
+#: Set by `decimated_reads()`: reads onto a grid coarser than the file go through GDAL's
+#: decimated read (the file's overviews where it has them) instead of full resolution.
+_DECIMATED: contextvars.ContextVar[bool] = contextvars.ContextVar("decimated", default=False)
+
+
+@contextlib.contextmanager
+def decimated_reads():
+    """Inside: a band read onto a grid at least 2x coarser than the file is read at about
+    the grid's resolution (nearest, from the overviews where the file has them), then
+    resampled. For previews (the report's quicklooks): bounded memory and time on a full
+    tile; the values are not the ones the features use."""
+    token = _DECIMATED.set(True)
+    try:
+        yield
+    finally:
+        _DECIMATED.reset(token)
+
+
+def _read_band(src, index, path, window=None, out_shape=None) -> np.ndarray:
+    """`src.read(index, window=window)` with read errors as a one-line InputError;
+    `out_shape` reads decimated (nearest, overviews where present)."""
     from rasterio.errors import RasterioError
 
     try:
+        if out_shape is not None:
+            from rasterio.enums import Resampling
+
+            return src.read(index, window=window, out_shape=out_shape,
+                            resampling=Resampling.nearest)
         return src.read(index, window=window)
     except (RasterioError, OSError) as exc:
         raise InputError(_display(path), f"cannot read band {index} ({_first_line(exc)})"
@@ -223,14 +249,48 @@ def _read_onto(src, indexes: list[int], path, grid: Grid, to_float, resampling=N
         return [np.full(grid.shape, np.nan, dtype=np.float32) for _ in indexes]
     wt = src.window_transform(win)
     offset = _aligned_offset(wt, src.crs, grid)
+    shape = None
+    if offset is None and _DECIMATED.get() and same_crs(src.crs, grid.crs):
+        f = int(min(abs(grid.transform.a) / abs(wt.a), abs(grid.transform.e) / abs(wt.e)))
+        if f >= 2:
+            from rasterio.transform import Affine
+
+            shape = (max(1, int(win.height) // f), max(1, int(win.width) // f))
+            wt = wt @ Affine.scale(int(win.width) // shape[1], int(win.height) // shape[0])
     out = []
+    # decimated: all bands in one read (a pixel-interleaved file is decoded once, not per band)
+    raw = None if shape is None else _read_decimated(src, list(indexes), path, win, shape)
     for k, index in enumerate(indexes):
-        arr = to_float(k, _read_band(src, index, path, window=win))
+        arr = to_float(k, raw[k] if raw is not None else
+                       _read_band(src, index, path, window=win))
         if offset is not None:
             out.append(_paste(arr, offset, grid.shape))
         else:
             out.append(_warp_to(arr, wt, src.crs, grid, resampling))
         del arr
+    return out
+
+
+def _read_decimated(src, indexes: list[int], path, win, shape: tuple[int, int]) -> np.ndarray:
+    """Bands of window `win` decimated to `shape` (nearest): GDAL's decimated read from the
+    overviews where the file has them; else strips of full-resolution rows, all bands at
+    once, subsampled (bounded memory whatever GDAL's block cache, each block decoded once)."""
+    from rasterio.windows import Window
+
+    out_shape = (len(indexes), *shape)
+    if all(src.overviews(i) for i in indexes):
+        return _read_band(src, indexes, path, window=win, out_shape=out_shape)
+    fy, fx = int(win.height) // shape[0], int(win.width) // shape[1]
+    out = None
+    strip = max(fy, (256 // fy) * fy)
+    for r in range(0, shape[0] * fy, strip):
+        h = min(strip, shape[0] * fy - r)
+        part = _read_band(src, indexes, path,
+                          window=Window(win.col_off, win.row_off + r, shape[1] * fx, h))
+        sub = part[:, fy // 2 :: fy, fx // 2 :: fx][:, :, : shape[1]]
+        if out is None:
+            out = np.empty(out_shape, dtype=part.dtype)
+        out[:, r // fy : r // fy + sub.shape[1]] = sub
     return out
 
 

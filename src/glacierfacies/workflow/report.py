@@ -63,7 +63,7 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
     from rasterio.transform import Affine
 
     from glacierfacies.mapping.scene_map import scene_stem
-    from glacierfacies.scenes.grid import Grid
+    from glacierfacies.scenes.grid import Grid, decimated_reads
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.workflow.figures import quicklook_png
     from glacierfacies.workflow.html import Figure
@@ -82,7 +82,9 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
             tags = ds.tags()
             grid = Grid(ds.crs, ds.transform @ Affine.scale(ds.width / shape[1],
                                                             ds.height / shape[0]), *shape)
-        sc = read_scene(scene, grid=grid, options=read_options)
+        # the scene too at about the quicklook's resolution, with a bounded GDAL cache
+        with decimated_reads(), rasterio.Env(GDAL_CACHEMAX=128):
+            sc = read_scene(scene, grid=grid, options=read_options)
         rgb = sc.reflectance[[2, 1, 0]]
         path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
                              title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
