@@ -241,15 +241,11 @@ def bench_smoothing(size: int, seed: int) -> dict:
 def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
     """Synthetic N x N 10 m scene, DEM and outlines, written window by window (bounded RAM)."""
     import geopandas as gpd
-    import rasterio
     from rasterio.transform import from_origin
-    from rasterio.windows import Window
-    from rasterio.windows import transform as win_transform
     from shapely.affinity import scale as shp_scale
     from shapely.geometry import Point
 
-    from glacierfacies.outlines import rasterise_outlines
-    from glacierfacies.scenes.grid import Grid
+    from _synthetic import write_scene_and_dem
 
     rng = np.random.default_rng(seed)
     x0, y0, res = 300_000.0, 5_200_000.0, 10.0
@@ -263,29 +259,9 @@ def make_large_scene(folder: Path, n: int, seed: int = 0) -> None:
     outline_table = gpd.GeoDataFrame({"rgi_id": [f"G{i}" for i in range(len(glaciers))]},
                                      geometry=glaciers, crs="EPSG:32632")
     outline_table.to_file(folder / "outlines.gpkg")
-    common = dict(driver="GTiff", width=n, height=n, crs="EPSG:32632", transform=transform,
-                  tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                  BIGTIFF="YES", dtype="float32", nodata=np.nan)
-    base = np.array([0.12, 0.14, 0.15, 0.25, 0.18, 0.12], np.float32)
-    ice = np.array([0.55, 0.60, 0.62, 0.55, 0.10, 0.08], np.float32)
-    with rasterio.open(folder / "scene_20220708T103629.tif", "w", count=6, **common) as sc, \
-            rasterio.open(folder / "dem.tif", "w", count=1, **common) as dem:
-        sc.update_tags(ACQUISITION_TIME="2022-07-08T10:36:29Z", SUN_AZIMUTH="150",
-                       SUN_ELEVATION="50", SCENE_ID="synthetic_T32TPS")
-        step = 1024
-        for r in range(0, n, step):
-            h = min(step, n - r)
-            win = Window(0, r, n, h)
-            rows = np.arange(r, r + h, dtype=np.float32)[:, None]
-            cols = np.arange(n, dtype=np.float32)[None, :]
-            z = 2600 + 250 * np.sin(cols / 700.0) * np.cos(rows / 900.0) + 0.01 * rows
-            dem.write(z.astype(np.float32)[None], window=win)
-            g = rasterise_outlines(Grid("EPSG:32632", win_transform(win, transform), h, n),
-                                   outline_table, as_mask=True)
-            shade = (0.9 + 0.1 * np.sin(cols / 97.0) * np.cos(rows / 53.0)).astype(np.float32)
-            for b in range(6):
-                band = np.where(g > 0, ice[b], base[b]) * shade
-                sc.write(np.round(band, 3).astype(np.float32), b + 1, window=win)
+    write_scene_and_dem(folder, "scene_20220708T103629.tif", n, transform, "EPSG:32632",
+                        outline_table, dem_base=2600, dem_amplitude=250, sun_elevation=50,
+                        step=1024)
 
 
 def bench_large_scene(args: argparse.Namespace) -> dict:

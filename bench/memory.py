@@ -34,16 +34,12 @@ EPSG = "EPSG:32632"
 def make_world(folder: Path, n: int, n_labels: int, seed: int = 0) -> dict:
     """Scene stack, DEM, outlines (~5% glacier) and labels in `folder`, written by windows."""
     import geopandas as gpd
-    import rasterio
     from rasterio.transform import from_origin
-    from rasterio.windows import Window
-    from rasterio.windows import transform as win_transform
     from shapely.affinity import rotate
     from shapely.affinity import scale as shp_scale
     from shapely.geometry import Point
 
-    from glacierfacies.outlines import rasterise_outlines
-    from glacierfacies.scenes.grid import Grid
+    from _synthetic import write_scene_and_dem
 
     rng = np.random.default_rng(seed)
     x0, y0, res = 300_000.0, 5_200_000.0, 10.0
@@ -80,29 +76,8 @@ def make_world(folder: Path, n: int, n_labels: int, seed: int = 0) -> dict:
         "class": rng.choice(np.array(CLASS_NAMES[:5]), len(pts)), "glacier": gl,
         "scene_id": "synthetic_T32TPS"}, geometry=pts, crs=EPSG)
     labels.to_file(folder / "labels.gpkg")
-    common = dict(driver="GTiff", width=n, height=n, crs=EPSG, transform=transform,
-                  tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                  BIGTIFF="YES", dtype="float32", nodata=np.nan)
-    base = np.array([0.12, 0.14, 0.15, 0.25, 0.18, 0.12], np.float32)
-    ice = np.array([0.55, 0.60, 0.62, 0.55, 0.10, 0.08], np.float32)
-    with rasterio.open(folder / SCENE, "w", count=6, **common) as sc, \
-            rasterio.open(folder / "dem.tif", "w", count=1, **common) as dem:
-        sc.update_tags(ACQUISITION_TIME="2022-07-08T10:36:29Z", SUN_AZIMUTH="150",
-                       SUN_ELEVATION="35", SCENE_ID="synthetic_T32TPS")
-        step = 512
-        for r in range(0, n, step):
-            h = min(step, n - r)
-            win = Window(0, r, n, h)
-            rows = np.arange(r, r + h, dtype=np.float32)[:, None]
-            cols = np.arange(n, dtype=np.float32)[None, :]
-            z = 2200 + 900 * np.sin(cols / 700.0) * np.cos(rows / 900.0) + 0.01 * rows
-            dem.write(z.astype(np.float32)[None], window=win)
-            g = rasterise_outlines(Grid(EPSG, win_transform(win, transform), h, n), outlines,
-                                   as_mask=True)
-            shade = (0.9 + 0.1 * np.sin(cols / 97.0) * np.cos(rows / 53.0)).astype(np.float32)
-            for b in range(6):
-                band = np.where(g, ice[b], base[b]) * shade
-                sc.write(np.round(band, 3).astype(np.float32), b + 1, window=win)
+    write_scene_and_dem(folder, SCENE, n, transform, EPSG, outlines, dem_base=2200,
+                        dem_amplitude=900, sun_elevation=35, step=512)
     model_file = folder / "fold0.pt"
     _save_model(model_file, seed)
     return {"glaciers": len(glaciers), "glacier_share": round(area / side / side, 4),
