@@ -63,6 +63,32 @@ def conflicting_duplicates(values: np.ndarray, classes: np.ndarray) -> np.ndarra
     return n_classes > 1
 
 
+def _band_columns(band_columns: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Our band -> table column: a preset name, a mapping, or columns named as our bands."""
+    if isinstance(band_columns, str) and band_columns in SENSOR_BAND_COLUMNS:
+        return SENSOR_BAND_COLUMNS[band_columns]
+    return parse_mapping(band_columns) or {b: b for b in OPTICAL_BANDS}
+
+
+def _map_classes(raw: Any, class_map: Mapping[str, str] | str | None, path: Path) -> Any:
+    """The table's class codes or names (a string Series) -> our class names, NaN where
+    none: through `class_map` (whose targets must be classes), else by name or index."""
+    cmap = parse_mapping(class_map)
+    if cmap is not None:
+        bad = sorted({v for v in cmap.values() if v not in CLASS_NAMES})
+        if bad:
+            raise InputError(path, f"class map targets {bad} are not classes "
+                                   f"({', '.join(CLASS_NAMES)})")
+        return raw.map(cmap)
+
+    def to_ours(v: str) -> str | None:
+        try:
+            return CLASS_NAMES[class_index(v)]
+        except ValueError:
+            return None
+    return raw.map(to_ours)
+
+
 def _read_point_table(path: Path, layer: str | None) -> tuple[Any, np.ndarray, np.ndarray, str]:
     import pandas as pd
 
@@ -122,10 +148,7 @@ def import_points(
     """
     path = Path(table_path)
     df, xs, ys, crs = _read_point_table(path, layer)
-    if isinstance(band_columns, str) and band_columns in SENSOR_BAND_COLUMNS:
-        bands = SENSOR_BAND_COLUMNS[band_columns]
-    else:
-        bands = parse_mapping(band_columns) or {b: b for b in OPTICAL_BANDS}
+    bands = _band_columns(band_columns)
     unknown = [b for b in bands if b not in OPTICAL_BANDS]
     if unknown or set(bands) != set(OPTICAL_BANDS):
         raise InputError(path, f"band map must give exactly {', '.join(OPTICAL_BANDS)}; "
@@ -136,21 +159,8 @@ def import_points(
     if missing:
         raise InputError(path, f"missing mapped column(s) {missing}; table has "
                                f"{', '.join(map(str, df.columns[:20]))}")
-    cmap = parse_mapping(class_map)
     raw = df[class_column].astype(str).str.strip()
-    if cmap is not None:
-        mapped = raw.map(cmap)
-        bad_targets = sorted({v for v in cmap.values() if v not in CLASS_NAMES})
-        if bad_targets:
-            raise InputError(path, f"class map targets {bad_targets} are not classes "
-                                   f"({', '.join(CLASS_NAMES)})")
-    else:
-        def to_ours(v: str) -> str | None:
-            try:
-                return CLASS_NAMES[class_index(v)]
-            except ValueError:
-                return None
-        mapped = raw.map(to_ours)
+    mapped = _map_classes(raw, class_map, path)
     unmapped = mapped.isna().to_numpy()
     if unmapped.any():
         examples = sorted(raw[unmapped].unique())[:5]
@@ -202,7 +212,7 @@ def import_points(
     table = normalise_table(table)
     patches = values[idx].astype(check_dtype(dtype)).reshape(len(idx), 6, 1, 1)
     provenance = {"source": "points", "table": str(path), "band_columns": bands,
-                  "scale": scale, "offset": offset, "class_map": cmap,
+                  "scale": scale, "offset": offset, "class_map": parse_mapping(class_map),
                   "dropped_unmapped": int(unmapped.sum()), "dropped_missing": n_nan,
                   "dropped_conflicting": n_conflict}
     return PatchSet(patches, labels_from_names(table["class"].tolist()), table, OPTICAL_BANDS,
@@ -243,10 +253,7 @@ def read_point_values(
 
     path = Path(table_path)
     df, xs, ys, _ = _read_point_table(path, layer)
-    if isinstance(band_columns, str) and band_columns in SENSOR_BAND_COLUMNS:
-        bands = SENSOR_BAND_COLUMNS[band_columns]
-    else:
-        bands = parse_mapping(band_columns) or {b: b for b in OPTICAL_BANDS}
+    bands = _band_columns(band_columns)
     unknown = [b for b in bands if b not in OPTICAL_BANDS]
     if unknown:
         raise InputError(path, f"band map names {unknown}, not bands ({', '.join(OPTICAL_BANDS)})")
@@ -264,20 +271,7 @@ def read_point_values(
     labels = raw = None
     if class_column in df.columns:
         raw = df[class_column].astype(str).str.strip()
-        cmap = parse_mapping(class_map)
-        if cmap is not None:
-            bad = sorted({v for v in cmap.values() if v not in CLASS_NAMES})
-            if bad:
-                raise InputError(path, f"class map targets {bad} are not classes "
-                                       f"({', '.join(CLASS_NAMES)})")
-            labels = raw.map(cmap)
-        else:
-            def to_ours(v: str) -> str | None:
-                try:
-                    return CLASS_NAMES[class_index(v)]
-                except ValueError:
-                    return None
-            labels = raw.map(to_ours)
+        labels = _map_classes(raw, class_map, path)
     out = pd.DataFrame(df)
     if "x" not in out and np.isfinite(xs).any():
         out["x"], out["y"] = xs, ys
