@@ -152,7 +152,7 @@ def test_write_outputs_cog_colour_table_names_overviews_atomic(tmp_path):
 
     from glacierfacies.classes import CLASS_NAMES, colour_table
     from glacierfacies.errors import InputError
-    from glacierfacies.mapping.cog import write_outputs
+    from glacierfacies.mapping.blockwrite import write_outputs
 
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 8, (700, 600)).astype(np.uint8)

@@ -225,3 +225,44 @@ class BlockMapWriter:
             tmp_qml.write_text(qml_style())
             copy_cog(classes_tif, tmp_map, "mode")
         return targets, counts
+
+
+def write_outputs(
+    classes: np.ndarray,
+    transform: Any,
+    crs: Any,
+    out: PathLike,
+    confidence: np.ndarray | None = None,
+    confidence_out: PathLike | None = None,
+    confidence_dtype: str = "uint8",
+    overwrite: bool = False,
+    tags: dict[str, str] | None = None,
+    qa: np.ndarray | None = None,
+    qa_out: PathLike | None = None,
+    probabilities: np.ndarray | None = None,
+    probabilities_out: PathLike | None = None,
+) -> list[Path]:
+    """Whole arrays (already smoothed) -> the class COG, its .qml, and the optional
+    confidence, QA and probability COGs, atomically: `BlockMapWriter` with one block.
+
+    The class map is renamed last, so its presence means every output is complete.
+    Probabilities are (8, H, W) float32 calibrated class probabilities in class order.
+    """
+    from glacierfacies.scenes.grid import Grid
+
+    if (qa is None) != (qa_out is None):
+        raise ValueError("give both qa and qa_out, or neither")
+    if probabilities_out is not None and probabilities is None:
+        raise ValueError("probabilities_out needs the probabilities")
+    classes = np.asarray(classes, np.uint8)
+    if confidence is None:
+        confidence = np.full(classes.shape, np.nan, np.float32)
+    grid = Grid(crs, transform, *classes.shape)
+    with BlockMapWriter(grid, out, confidence_out=confidence_out,
+                        confidence_dtype=confidence_dtype, qa_out=qa_out,
+                        probabilities_out=probabilities_out, overwrite=overwrite,
+                        smoothing=False) as writer:
+        writer.write(0, 0, classes, confidence, qa,
+                     None if probabilities_out is None else probabilities)
+        targets, _ = writer.finish(dict(tags or {}))
+    return targets
