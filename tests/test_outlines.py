@@ -200,7 +200,8 @@ def _old_glacier_index(stack, outlines_path):
 
 
 def test_sample_glacier_index_as_before_and_both_mapping_modes_agree(sample_dir):
-    from glacierfacies.mapping.scene_map import _outline_mask, glacier_mask
+    from glacierfacies.mapping.scene_map import glacier_mask, window_mask
+    from glacierfacies.outlines import read_outlines
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack
 
@@ -216,5 +217,10 @@ def test_sample_glacier_index_as_before_and_both_mapping_modes_agree(sample_dir)
         for buffer_m, n_px in ((0.0, 45922), (50.0, 61740)):
             whole = glacier_mask(stack, buffer_m)
             assert whole.sum() == n_px
-            np.testing.assert_array_equal(whole, _outline_mask(outlines, stack.grid, buffer_m))
+            gdf = read_outlines(outlines, grid=stack.grid)  # as block mode burns each window
+            h, w = stack.shape
+            np.testing.assert_array_equal(whole, window_mask(gdf, stack.grid, 0, 0, h, w,
+                                                             buffer_m))
+            np.testing.assert_array_equal(whole[100:300, 50:250], window_mask(
+                gdf, stack.grid, 100, 50, 200, 200, buffer_m))
         np.testing.assert_array_equal(glacier_mask(stack), stack.glacier_index > 0)

@@ -22,7 +22,7 @@ def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
     """Pixels to classify: inside the outlines, or within `buffer_m` metres of them.
 
     Burned by `outlines.rasterise_outlines` on the stack's grid, as block-wise mapping burns
-    it on the scene grid (`_outline_mask`), so both modes classify the same pixels.
+    it on each block's window (`window_mask`), so both modes classify the same pixels.
     """
     from glacierfacies.outlines import rasterise_outlines
 
@@ -105,13 +105,17 @@ def _check_dem_overlap(dem: PathLike, grid: Any) -> None:
         raise InputError(dem, "DEM does not overlap the scene")
 
 
-def _outline_mask(outlines: PathLike, grid: Any, buffer_m: float) -> np.ndarray:
-    """Glacier mask (+ buffer) on the whole scene grid without building its feature stack:
-    the mask `glacier_mask` gives for that scene."""
-    from glacierfacies.outlines import rasterise_outlines, read_outlines
+def window_mask(gdf: Any, grid: Any, r0: int, c0: int, h: int, w: int,
+                buffer_m: float) -> np.ndarray:
+    """Glacier mask (+ buffer) of the window (r0, c0, h, w) of `grid`, burned on that window
+    without building its feature stack: what `glacier_mask` gives on those pixels."""
+    from rasterio.transform import Affine
 
-    gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
-    return rasterise_outlines(grid, gdf, buffer_m=buffer_m, as_mask=True)
+    from glacierfacies.outlines import rasterise_outlines
+    from glacierfacies.scenes.grid import Grid
+
+    wgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
+    return rasterise_outlines(wgrid, gdf, buffer_m=buffer_m, as_mask=True)
 
 
 def core_of(margin: int, bh: int, bw: int) -> tuple[slice, slice]:
@@ -135,7 +139,7 @@ def _predict_blocks(
     from rasterio.transform import Affine
 
     from glacierfacies.mapping.inference import dense_predict
-    from glacierfacies.outlines import rasterise_outlines, read_outlines
+    from glacierfacies.outlines import read_outlines
     from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, scene_notes, terrain_context
@@ -145,15 +149,11 @@ def _predict_blocks(
     context = None
     gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
 
-    def window_mask(r0: int, c0: int, h: int, w: int) -> np.ndarray:
-        wgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
-        return rasterise_outlines(wgrid, gdf, buffer_m=buffer_m, as_mask=True)
-
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
     todo = []
     for r0, c0 in blocks:
         bh, bw = min(block_size, height - r0), min(block_size, width - c0)
-        if window_mask(r0, c0, bh, bw).any():
+        if window_mask(gdf, grid, r0, c0, bh, bw, buffer_m).any():
             todo.append((r0, c0))
         else:
             writer.write_nodata(r0, c0, bh, bw)
@@ -187,7 +187,7 @@ def _predict_blocks(
         rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
         re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
         bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
-            = window_mask(rs, cs, re_ - rs, ce - cs)
+            = window_mask(gdf, grid, rs, cs, re_ - rs, ce - cs, buffer_m)
         qa = None if block_scene.qa is None else block_scene.qa[core_of(margin, bh, bw)]
         del block_scene  # its reflectance is copied into the stack
         pred = dense_predict(members, stack.features, bmask, observed=stack.observed,
