@@ -14,6 +14,7 @@ from glacierfacies.cli.options import (
     outlines_option,
     overwrite_option,
     patch_dtype_option,
+    point_table_options,
     read_options,
     read_options_decorator,
 )
@@ -117,17 +118,10 @@ def dataset_export_published_cmd(dataset_dir, folder, workers, overwrite) -> Non
 @click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="PatchSet folder to write.")
-@click.option("--bands", default=None,
-              help="sentinel2 | landsat89 | blue=COL,green=COL,... (default: columns named "
-                   "blue..swir2).")
+@point_table_options
 @click.option("--class-column", default="class", show_default=True)
-@click.option("--class-map", default=None,
-              help="CODE=class,... or a JSON/YAML file; unmapped classes are dropped.")
 @click.option("--glacier-column", default="glacier", show_default=True)
-@click.option("--scale", type=float, default=None, help="value * scale + offset.")
-@click.option("--offset", type=float, default=None)
 @click.option("--strict", is_flag=True, help="Unmapped classes are an error, not dropped.")
-@click.option("--layer", default=None, help="GeoPackage layer.")
 @fold_options
 @overwrite_option("OUT")
 def dataset_import_points_cmd(table, out_dir, bands, class_column, class_map, glacier_column,

@@ -25,6 +25,7 @@ __all__ = [
     "map_input_options",
     "models_option",
     "outlines_option",
+    "point_table_options",
     "overwrite_option",
     "patch_dtype_option",
     "tile_size_option",
@@ -42,6 +43,21 @@ def _stack(*options: Decorator) -> Decorator:
         return f
 
     return decorate
+
+
+#: How a point table's band values are read (`dataset import-points`, `predict`): the same
+#: options, so a table that imports also predicts.
+point_table_options = _stack(
+    click.option("--bands", default=None,
+                 help="sentinel2 | landsat89 | blue=COL,green=COL,... (default: columns "
+                      "named blue..swir2)."),
+    click.option("--scale", type=float, default=None, help="value * scale + offset."),
+    click.option("--offset", type=float, default=None),
+    click.option("--class-map", default=None,
+                 help="CODE=class,... or a JSON/YAML file; rows of unmapped classes are "
+                      "dropped (import-points) or not scored (predict)."),
+    click.option("--layer", default=None, help="GeoPackage layer."),
+)
 
 
 def dem_option(*, required: bool = True, must_exist: bool = False,

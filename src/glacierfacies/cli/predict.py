@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from glacierfacies.cli.main import cli
-from glacierfacies.cli.options import models_option, overwrite_option
+from glacierfacies.cli.options import models_option, overwrite_option, point_table_options
 
 __all__ = ["predict_cmd"]
 
@@ -21,14 +21,9 @@ def _split(text: str | None) -> list[str] | None:
 @models_option
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Predictions CSV (one row per point); scores go to OUT_scores.json.")
-@click.option("--bands", default=None,
-              help="sentinel2 | landsat89 | blue=COL,green=COL,... (as dataset import-points).")
-@click.option("--scale", type=float, default=None, help="band value * scale + offset.")
-@click.option("--offset", type=float, default=None)
+@point_table_options
 @click.option("--class-column", default="class", show_default=True,
               help="Labels to score against (skipped when the table has no such column).")
-@click.option("--class-map", default=None, help="CODE=class,... or a JSON/YAML file.")
-@click.option("--layer", default=None, help="GeoPackage layer.")
 @click.option("--positive", default=None,
               help="Classes of a group to score as one (e.g. snow,firn,shadow): binary F1.")
 @click.option("--positive-labels", default=None,

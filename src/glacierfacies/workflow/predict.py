@@ -79,7 +79,7 @@ def predict_points(
     before the models and the table are known to fit."""
     import pandas as pd
 
-    from glacierfacies.mapping.points import member_features, predict_patches
+    from glacierfacies.mapping.points import missing_features, predict_patches
 
     source, out = Path(source), Path(out)
     if out.suffix.lower() != ".csv":
@@ -95,10 +95,7 @@ def predict_points(
     else:
         table, patches, names, labels, raw, columns = _from_table(
             source, bands, scale, offset, class_column, class_map, layer)
-    needed: list[str] = []
-    for m in members:
-        needed += [f for f in member_features(m) if f not in needed]
-    missing = [f for f in needed if f not in names]
+    missing = missing_features(members, names)
     if missing:
         cols = [columns[f] if columns else f for f in missing]
         raise ModelMismatchError(source, f"the model(s) need column(s) {', '.join(cols)} "
