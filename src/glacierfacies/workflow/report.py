@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from glacierfacies._io import write_text
 from glacierfacies.layout import get_filepath
 from glacierfacies.workflow.config import Inputs, RunConfig, versions
@@ -57,14 +59,32 @@ def _metrics_tables(metrics: dict[str, Any]) -> list[str]:
 QUICKLOOK_PX = 1200  # longest side of a quicklook read (map from overviews, scene onto it)
 
 
-def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = None) -> list:
+def read_quicklook(scene: Path, facies: Path, read_options: Any = None
+                   ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, str]]:
+    """(true-colour RGB, classes, scene, map tags) for a quicklook of a mapped scene, at most
+    QUICKLOOK_PX a side: the map from its COG overviews, the scene read decimated onto the
+    same grid with a bounded GDAL cache; never a full-size array of a large tile."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.transform import Affine
 
-    from glacierfacies.mapping.scene_map import scene_stem
     from glacierfacies.scenes.grid import Grid, decimated_reads
     from glacierfacies.scenes.reader import read_scene
+
+    with rasterio.open(facies) as ds:
+        k = max(1, -(-max(ds.height, ds.width) // QUICKLOOK_PX))
+        shape = (-(-ds.height // k), -(-ds.width // k))
+        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        tags = ds.tags()
+        grid = Grid(ds.crs, ds.transform @ Affine.scale(ds.width / shape[1],
+                                                        ds.height / shape[0]), *shape)
+    with decimated_reads(), rasterio.Env(GDAL_CACHEMAX=128):
+        sc = read_scene(scene, grid=grid, options=read_options)
+    return sc.reflectance[[2, 1, 0]], classes, sc, tags
+
+
+def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = None) -> list:
+    from glacierfacies.mapping.scene_map import scene_stem
     from glacierfacies.workflow.figures import quicklook_png
     from glacierfacies.workflow.html import Figure
 
@@ -74,18 +94,7 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
         facies = get_filepath("facies_map", out, stem=stem)
         if not facies.is_file():
             continue
-        with rasterio.open(facies) as ds:
-            # at most QUICKLOOK_PX a side: the COG's overviews, never the full-size map
-            k = max(1, -(-max(ds.height, ds.width) // QUICKLOOK_PX))
-            shape = (-(-ds.height // k), -(-ds.width // k))
-            classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-            tags = ds.tags()
-            grid = Grid(ds.crs, ds.transform @ Affine.scale(ds.width / shape[1],
-                                                            ds.height / shape[0]), *shape)
-        # the scene too at about the quicklook's resolution, with a bounded GDAL cache
-        with decimated_reads(), rasterio.Env(GDAL_CACHEMAX=128):
-            sc = read_scene(scene, grid=grid, options=read_options)
-        rgb = sc.reflectance[[2, 1, 0]]
+        rgb, classes, sc, tags = read_quicklook(scene, facies, read_options)
         path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
                              title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
         figs.append(Figure(f"{sc.sensor} {sc.acquired:%Y-%m-%d}", path,
