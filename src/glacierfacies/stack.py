@@ -61,12 +61,7 @@ class FeatureStack:
 
 
 def _pad_grid(grid: Grid, pad: int) -> Grid:
-    from rasterio.transform import Affine
-
-    t = grid.transform
-    return Grid(
-        grid.crs, t @ Affine.translation(-pad, -pad), grid.height + 2 * pad, grid.width + 2 * pad
-    )
+    return grid.window(-pad, -pad, grid.height + 2 * pad, grid.width + 2 * pad)
 
 
 def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
@@ -239,7 +234,6 @@ def write_feature_stack_blocks(
     size), with the whole scene's TerrainContext: the same values as `build_feature_stack`
     on glacier pixels. Returns {"shape", "valid_fraction", "glaciers", "scene_id"}."""
     import rasterio
-    from rasterio.transform import Affine
     from rasterio.windows import Window
 
     from glacierfacies.scenes.reader import read_scene, scene_grid
@@ -263,8 +257,7 @@ def write_feature_stack_blocks(
                 bh, bw = min(block_size, h - r0), min(block_size, w - c0)
                 win = Window(c0, r0, bw, bh)
                 m = 0 if read_options is None else read_options.fill_gaps_px  # inpaint context
-                bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - m, r0 - m),
-                             bh + 2 * m, bw + 2 * m)
+                bgrid = grid.window(r0 - m, c0 - m, bh + 2 * m, bw + 2 * m)
                 try:
                     sc = read_scene(scene_path, grid=bgrid, options=read_options)
                 except InputError as exc:

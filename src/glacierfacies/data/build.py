@@ -66,9 +66,7 @@ def _sample_scene_windows(
     `TerrainContext`, so a patch equals the one cut from the whole-scene stack. Returns (usable,
     edge) masks over the points and one of the block scenes (metadata: sensor, date).
     """
-    from rasterio.transform import Affine
 
-    from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, terrain_context
 
@@ -85,7 +83,7 @@ def _sample_scene_windows(
         r0, c0 = int(rows[pick].min()) - h - fill, int(cols[pick].min()) - h - fill
         bh = int(rows[pick].max()) + h + 1 + fill - r0
         bw = int(cols[pick].max()) + h + 1 + fill - c0
-        bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), bh, bw)
+        bgrid = grid.window(r0, c0, bh, bw)
         try:
             block_scene = read_scene(scene, grid=bgrid, options=read_options)
         except InputError as exc:

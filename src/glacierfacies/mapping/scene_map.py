@@ -109,13 +109,10 @@ def window_mask(gdf: Any, grid: Any, r0: int, c0: int, h: int, w: int,
                 buffer_m: float) -> np.ndarray:
     """Glacier mask (+ buffer) of the window (r0, c0, h, w) of `grid`, burned on that window
     without building its feature stack: what `glacier_mask` gives on those pixels."""
-    from rasterio.transform import Affine
 
     from glacierfacies.outlines import rasterise_outlines
-    from glacierfacies.scenes.grid import Grid
 
-    wgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0, r0), h, w)
-    return rasterise_outlines(wgrid, gdf, buffer_m=buffer_m, as_mask=True)
+    return rasterise_outlines(grid.window(r0, c0, h, w), gdf, buffer_m=buffer_m, as_mask=True)
 
 
 def core_of(margin: int, bh: int, bw: int) -> tuple[slice, slice]:
@@ -136,11 +133,9 @@ def _predict_blocks(
     proximity margin from the glaciers' size, sun azimuth turned to grid north), so its
     features, hence its map, equal a whole-scene run's on glacier pixels.
     """
-    from rasterio.transform import Affine
 
     from glacierfacies.mapping.inference import dense_predict
     from glacierfacies.outlines import read_outlines
-    from glacierfacies.scenes.grid import Grid
     from glacierfacies.scenes.reader import read_scene
     from glacierfacies.stack import build_feature_stack, scene_notes, terrain_context
 
@@ -168,8 +163,7 @@ def _predict_blocks(
         bar = tqdm(total=len(todo), desc="blocks", unit="block")
     for r0, c0 in todo:
         bh, bw = min(block_size, height - r0), min(block_size, width - c0)
-        bgrid = Grid(grid.crs, grid.transform @ Affine.translation(c0 - margin, r0 - margin),
-                     bh + 2 * margin, bw + 2 * margin)
+        bgrid = grid.window(r0 - margin, c0 - margin, bh + 2 * margin, bw + 2 * margin)
         try:
             block_scene = read_scene(scene, grid=bgrid, options=read)
         except InputError as exc:

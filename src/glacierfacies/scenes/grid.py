@@ -41,6 +41,13 @@ class Grid:
         w, s, e, n = array_bounds(self.height, self.width, self.transform)
         return (min(w, e), min(s, n), max(w, e), max(s, n))
 
+    def window(self, row: int, col: int, height: int, width: int) -> Grid:
+        """The grid of the window starting at pixel (row, col), which may lie outside this
+        grid (negative offsets pad it): what a block or a patch window is read onto."""
+        from rasterio.transform import Affine
+
+        return Grid(self.crs, self.transform @ Affine.translation(col, row), height, width)
+
     @classmethod
     def of(cls, obj: Any) -> Grid:
         """A Grid from a Grid, Scene, FeatureStack or anything with crs/transform/shape."""
