@@ -55,6 +55,10 @@ def test_resolution_option_grid_card_and_mismatch(sample_dir, tmp_path):
         map_scene(landsat, models=[m10], out=tmp_path / "a.tif", **kw)
     assert "m10.pt" in str(e.value)
     assert not (tmp_path / "a.tif").exists()
+    # a built-in model (10 m) is checked through its fold models, too
+    with pytest.raises(ModelMismatchError, match="trained on a 10 m grid") as e:
+        map_scene(landsat, models=["builtin:landsat"], out=tmp_path / "a.tif", **kw)
+    assert "fold0.pt" in str(e.value) and not (tmp_path / "a.tif").exists()
     m30 = _model(tmp_path / "m30.pt", resolution_m=30.0)
     res = map_scene(landsat, models=[m30], out=tmp_path / "b.tif", **kw)
     with rasterio.open(tmp_path / "b.tif") as ds:

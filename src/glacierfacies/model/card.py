@@ -70,8 +70,11 @@ class ModelCard:
 
 def check_resolution(model_paths: Sequence[PathLike], resolution_m: float) -> None:
     """ModelMismatchError naming the model when it was trained on another grid than the one
-    the scenes are read onto (cards without the field are 10 m)."""
-    for path in model_paths:
+    the scenes are read onto (cards without the field are 10 m); `builtin:NAME` is checked
+    through its fold models, as `load_members` loads them."""
+    from glacierfacies.model.builtin import resolve_models
+
+    for path in resolve_models(model_paths):
         js = Path(path).with_suffix(".json")
         if not js.is_file():
             continue  # load_model says what is missing
