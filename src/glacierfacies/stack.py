@@ -118,7 +118,7 @@ def build_feature_stack(
     except InputError as exc:
         if require_outline or "no outline intersects" not in exc.problem:
             raise
-        near = _empty_outlines(outlines_path, grid.crs)
+        near = _empty_outlines(grid.crs)
     touch = near.geometry.intersects(box(*grid.bounds)).to_numpy()
     if require_outline and not touch.any():
         raise InputError(outlines_path, "no outline intersects the scene")
@@ -174,8 +174,8 @@ def build_feature_stack(
     )
 
 
-def _empty_outlines(outlines_path: str | os.PathLike, crs: Any) -> Any:
-    """No outline near a window: an empty table with the file's columns, in `crs`."""
+def _empty_outlines(crs: Any) -> Any:
+    """No outline near a window: an empty outline table (geometry only) in `crs`."""
     import geopandas as gpd
 
     return gpd.GeoDataFrame(geometry=[], crs=crs)
