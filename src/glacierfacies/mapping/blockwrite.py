@@ -75,7 +75,10 @@ class BlockMapWriter:
     def __enter__(self) -> BlockMapWriter:
         import rasterio
 
-        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        # named as `_io.atomic_output` names its temporaries: a run killed mid-map leaves
+        # what map-many's rerun sweeps (`distributed._remove_stale_temporaries`)
+        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
+                                          dir=self.out.parent))
         h, w = self.grid.shape
         crs, tr = self.grid.crs, self.grid.transform
         self._ds["raw"] = rasterio.open(self._dir / "raw.tif", "w", **scratch_profile(
