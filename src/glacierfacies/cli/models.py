@@ -74,3 +74,33 @@ def models_build_cmd(data_dir: Path, out_dir: Path | None, names: tuple[str, ...
         click.echo(f"builtin:{name}: {len(card['members'])} fold models in "
                    f"{time.perf_counter() - t0:.0f} s; leave-one-glacier-out snow F1 "
                    f"mean {logo['mean_snow_f1']:.3f}")
+
+
+@models_group.command("import-reference")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the imported ensemble (use it as --model DIR).")
+@click.option("--feature-set", type=click.IntRange(1, 4), default=None,
+              help="1 optical, 2 +elevation/slope, 3 +shadow/hillshade, 4 +proximity "
+                   "(default: the set of the files found; a clone's top-level weights/ is 4).")
+@click.option("--minmax", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The authors' globalminmax.pickle, if you have it.")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="A PatchSet (e.g. from `dataset import-published`): the "
+                                 "normalisation is its per-feature min and max.")
+@overwrite_option("OUT")
+def models_import_reference_cmd(path: Path, out_dir: Path, feature_set: int | None,
+                                minmax: Path | None, dataset: Path | None,
+                                overwrite: bool) -> None:
+    """Import the paper's fold models (Maslov et al. 2026, Keras HDF5, GPL v2) from PATH, a
+    clone of the authors' repository or a folder of their .h5 files. The weights stay where
+    they are; OUT gets one card per fold and model.json. Without --minmax or --dataset the
+    normalisation is the one recovered from the weights (docs/models.md)."""
+    from glacierfacies.model.reference_import import import_reference
+
+    card = import_reference(path, out_dir, feature_set=feature_set, minmax=minmax,
+                            dataset=dataset, overwrite=overwrite)
+    click.echo(f"{out_dir}: {len(card['members'])} fold models of feature set "
+               f"{card['feature_set']} ({', '.join(card['features'])}); normalisation: "
+               f"{card['normalisation']['method']}; licence {card['licence']}")

@@ -43,13 +43,14 @@ def fit_minmax(patchset: PatchSet | np.ndarray, train_idx: np.ndarray | Sequence
 def apply_minmax(x: Any, norm: dict[str, Sequence[float]] | None) -> Any:
     """(x - min) / (max - min) per feature on (..., F, S, S) arrays or torch tensors.
 
-    Pure numpy / torch: usable on a GPU box. A constant feature (max == min) maps to 0.
+    Pure numpy / torch: usable on a GPU box. A constant feature (max == min) maps to 0;
+    max < min is an inverted feature (the paper's shadow mask is 1 where lit).
     """
     if norm is None:
         return x
     lo = np.asarray(norm["min"], dtype=np.float64)
     span = np.asarray(norm["max"], dtype=np.float64) - lo
-    span = np.where(span > 0, span, 1.0)
+    span = np.where(span != 0, span, 1.0)
     if hasattr(x, "new_tensor"):  # torch tensor, keep device
         dtype = x.dtype if x.is_floating_point() else None
         lo_t = x.new_tensor(lo, dtype=dtype).reshape(-1, 1, 1)

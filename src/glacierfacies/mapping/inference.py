@@ -154,18 +154,77 @@ def _runner(member: Member, dev: torch.device, opts: DenseOptions, autocast_dtyp
     if pool != "pool":
         kwargs["pool"] = pool
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    per_patch = bool(getattr(net, "per_patch", False))
+
+    def run(x: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        # a per-patch model (model.reference) computes only the pixels that are mapped
+        kw = {**kwargs, "where": where} if per_patch else kwargs
         if autocast_dtype is None:
-            logits = net.dense_logits(x, **kwargs)
+            logits = net.dense_logits(x, **kw)
         else:
             with torch.autocast(dev.type, dtype=autocast_dtype):
-                logits = net.dense_logits(x, **kwargs)
+                logits = net.dense_logits(x, **kw)
         return torch.softmax(logits.permute(0, 2, 3, 1).float() / temperature, dim=-1)
 
     if opts.compile:
         run = torch.compile(run, mode=opts.compile_mode, dynamic=False)
         member._compiled[key] = run
     return run
+
+
+def prescale_stats_of(features: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor | None
+                      ) -> dict[str, tuple[float, float]]:
+    """The reference's scene-wise pre-scaling constants: elevation (min, max) inside the
+    glacier mask, proximity (0, max) over the scene (apply.py of Maslov et al.)."""
+    from glacierfacies.features import FEATURE_NAMES
+
+    feats = _as_tensor(features)
+    out: dict[str, tuple[float, float]] = {}
+    z = feats[FEATURE_NAMES.index("elevation")]
+    zin = z[_as_tensor(mask).bool()] if mask is not None else z.reshape(-1)
+    zin = zin[torch.isfinite(zin)]
+    if zin.numel():
+        out["elevation"] = (float(zin.min()), float(zin.max()))
+    prox = feats[FEATURE_NAMES.index("proximity")]
+    prox = prox[torch.isfinite(prox)]
+    if prox.numel():
+        out["proximity"] = (0.0, float(prox.max()))
+    return out
+
+
+def prescaled_members(members: Sequence[Member], features: np.ndarray | torch.Tensor,
+                      mask: np.ndarray | torch.Tensor | None,
+                      stats: dict[str, tuple[float, float]] | None) -> list[Member]:
+    """Members whose pre-scaling is folded into their min-max: x' = (x - a) / (b - a), then
+    (x' - lo) / (hi - lo) is one min-max with min a + lo (b - a), max a + hi (b - a)."""
+    import dataclasses
+
+    from glacierfacies.features import FEATURE_NAMES
+
+    if not any(m.prescale for m in members):
+        return list(members)
+    if stats is None:
+        stats = prescale_stats_of(features, mask)
+    out = []
+    for m in members:
+        if not m.prescale or m.minimum is None:
+            out.append(m)
+            continue
+        lo, hi = list(m.minimum), list(m.maximum)
+        idx = list(m.feature_index) if m.feature_index is not None else list(
+            range(len(FEATURE_NAMES)))
+        for name in m.prescale:
+            fi = FEATURE_NAMES.index(name)
+            if fi not in idx:
+                continue
+            if name not in stats:
+                raise ValueError(f"no valid {name} values to pre-scale for the reference model")
+            a, b = stats[name]
+            span = (b - a) if b != a else 1.0
+            k = idx.index(fi)
+            lo[k], hi[k] = a + lo[k] * span, a + hi[k] * span
+        out.append(dataclasses.replace(m, minimum=lo, maximum=hi, prescale=None))
+    return out
 
 
 def tile_shape(height: int, width: int, tile_size: int, balanced: bool = True) -> tuple[int, int]:
@@ -190,6 +249,7 @@ def dense_predict(
     progress: bool = False,
     options: DenseOptions | None = None,
     observed: np.ndarray | torch.Tensor | None = None,
+    prescale_stats: dict[str, tuple[float, float]] | None = None,
 ) -> DensePrediction:
     """Classify every pixel of `features` (F, H, W) where `mask` is True, tile by tile.
 
@@ -200,7 +260,9 @@ def dense_predict(
     product mask: a masked pixel is never classified, its neighbours are). Output tiles
     are at most `tile_size` square and read with a halo of S // 2; identical results for
     every tile size. `precision` 'bf16' uses autocast on CUDA (fast, not exact). `options`
-    tunes speed only (`DenseOptions`).
+    tunes speed only (`DenseOptions`). Members with a `prescale` (the paper's models) get
+    their scene-wise pre-scaling from `prescale_stats` (`prescale_stats_of`), else from
+    these features inside `mask`.
     """
     members = [members] if isinstance(members, Member) else list(members)
     if not members:
@@ -208,6 +270,7 @@ def dense_predict(
     sizes = {m.patch_size for m in members}
     if len(sizes) != 1:
         raise ValueError(f"ensemble members have different patch sizes {sorted(sizes)}")
+    members = prescaled_members(members, features, mask, prescale_stats)
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
     if tile_size < 1:
@@ -313,7 +376,7 @@ def dense_predict(
                                                              hin, win))], dim=1)
                     if cuda:
                         xin = xin.contiguous(memory_format=torch.channels_last)
-                    pk = run(xin)
+                    pk = run(xin, ok)
                     p = pk if p is None else p + pk
                 if len(members) > 1:
                     p = p / len(members)

@@ -37,6 +37,11 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     fold: dict[str, Any] = field(default_factory=dict)
     resolution_m: float = 10.0  # the grid of the training scenes (ReadOptions.resolution_m)
+    #: weights read where they lie (the paper's Keras files: path, sha256, licence), else None
+    weights: dict[str, Any] | None = None
+    #: scene-wise pre-scaling before min-max ({"elevation": "outline_minmax",
+    #: "proximity": "max"}: the reference's apply.py), else None
+    prescale: dict[str, str] | None = None
     path: str | None = None
 
     def to_json(self) -> str:
@@ -98,11 +103,38 @@ def save_model(model: TwoScaleCNN, card: ModelCard, path: str | os.PathLike) -> 
     return path
 
 
+def _load_reference(card: ModelCard, js: Path) -> torch.nn.Module:
+    """The paper's network from the Keras file the card points to (checked by its hash)."""
+    from glacierfacies.model.reference_h5 import file_sha256, reference_from_h5
+
+    src = Path(str((card.weights or {}).get("path", "")))
+    if not src.is_file():
+        raise InputError(js, f"the model's weights file {src} is missing (imported models read "
+                             f"the authors' .h5 where it lies; re-run models import-reference)")
+    want = (card.weights or {}).get("sha256")
+    if want and file_sha256(src) != want:
+        raise InputError(src, "weights file changed since it was imported (sha256 differs); "
+                              "re-run models import-reference")
+    model = reference_from_h5(src)
+    if model.n_features != len(card.features):
+        raise ModelMismatchError(src, f"weights take {model.n_features} features, the card "
+                                      f"lists {len(card.features)}")
+    return model
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
-               ) -> tuple[TwoScaleCNN, ModelCard]:
-    """(model in eval mode, card) from foldK.pt or foldK.json."""
+               ) -> tuple[torch.nn.Module, ModelCard]:
+    """(model in eval mode, card) from foldK.pt or foldK.json (an imported reference model
+    has only the card: its weights stay in the authors' file)."""
     path = Path(path)
     pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
+    if js.is_file() and not pt.is_file():
+        try:
+            card = ModelCard.from_json(js.read_text(), path=str(js))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise InputError(js, f"invalid model card: {exc}") from None
+        if card.architecture.get("type") == "reference":
+            return _load_reference(card, js).to(device).eval(), card
     for p in (pt, js):
         if not p.is_file():
             raise InputError(p, "model file not found (need foldK.pt and its foldK.json card)")
@@ -110,6 +142,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         card = ModelCard.from_json(js.read_text(), path=str(js))
     except (json.JSONDecodeError, TypeError) as exc:
         raise InputError(js, f"invalid model card: {exc}") from None
+    if card.architecture.get("type") == "reference":
+        return _load_reference(card, js).to(device).eval(), card
     model = TwoScaleCNN(**card.architecture)
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
@@ -160,6 +194,7 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
                 feature_index=[FEATURE_NAMES.index(n) for n in names],
                 minimum=None if norm is None else list(norm["min"]),
                 maximum=None if norm is None else list(norm["max"]),
+                prescale=_card_get(card, "prescale"),
             )
         )
     sizes = {m.patch_size for m in members}

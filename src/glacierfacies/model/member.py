@@ -29,6 +29,8 @@ class Member:
     minimum: Sequence[float] | None = None
     maximum: Sequence[float] | None = None
     clip: bool = False
+    #: scene-wise pre-scaling of named features before min-max (ModelCard.prescale)
+    prescale: dict[str, str] | None = None
     _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property

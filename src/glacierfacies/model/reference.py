@@ -32,7 +32,8 @@ from torch import nn
 __all__ = ["REFERENCE_CLASSES", "REFERENCE_FEATURE_SETS", "ReferenceCNN"]
 
 #: the network's output order (reference README), in our class names
-REFERENCE_CLASSES = ("ice", "snow", "debris", "firn", "shadow", "refrozen", "water", "cloud")
+REFERENCE_CLASSES = ("ice", "snow", "debris", "firn", "shadow", "refrozen-like", "water",
+                     "cloud")
 #: the four published feature sets, inputs in the reference's order (our feature names)
 REFERENCE_FEATURE_SETS: dict[int, tuple[str, ...]] = {
     1: ("blue", "green", "red", "nir", "swir1", "swir2"),
@@ -245,7 +246,7 @@ class ReferenceCNN(nn.Module):
         return grid
 
     def dense_logits(self, x: torch.Tensor, where: torch.Tensor | None = None,
-                     strip_rows: int | None = None, batch: int = 16384,
+                     strip_rows: int | None = None, batch: int | None = None,
                      **_ignored) -> torch.Tensor:
         """Logits (B, n_classes, H-32, W-32) of the patch of every pixel whose 33 x 33 window
         fits in x (B, F, H, W): cell (i, j) is the patch with top-left (i, j), exactly as
@@ -262,9 +263,11 @@ class ReferenceCNN(nn.Module):
         oh, ow = h - PATCH + 1, w - PATCH + 1
         width = self.fine[0].conv.out_channels
         if strip_rows is None:  # ~35 full maps of `width` channels live at once per strip
-            budget = (2 << 30) if x.is_cuda else (1 << 30)
+            budget = (16 << 30) if x.is_cuda else (1 << 30)
             per_row = 40 * width * w * x.element_size()
             strip_rows = max(8, int(budget // per_row) - (PATCH - 1))
+        if batch is None:  # patches per scale-2 batch: ~0.5 GB (CPU) / 4 GB (GPU) of grids
+            batch = 131072 if x.is_cuda else 16384
         out = x.new_zeros((b, self.n_classes, oh, ow), dtype=torch.float32)
         for k in range(b):
             for r0 in range(0, oh, strip_rows):

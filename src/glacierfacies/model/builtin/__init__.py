@@ -81,11 +81,26 @@ def builtin_files(spec: str | os.PathLike) -> list[Path]:
     return files
 
 
+def model_folder_files(folder: Path) -> list[Path]:
+    """The fold model cards of a model folder (an imported reference ensemble, a
+    `train` run's models/): foldK.json in fold order."""
+    files = sorted(folder.glob("fold*.json"))
+    if not files:
+        raise InputError(folder, "model folder holds no foldK.json model cards")
+    return files
+
+
 def resolve_models(specs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Model paths with every `builtin:NAME` expanded into its fold models."""
+    """Model paths with every `builtin:NAME` and every model folder expanded into its fold
+    models (an ensemble)."""
     out: list[Path] = []
     for s in specs:
-        out.extend(builtin_files(s) if is_builtin(s) else [Path(s)])
+        if is_builtin(s):
+            out.extend(builtin_files(s))
+        elif Path(s).is_dir():
+            out.extend(model_folder_files(Path(s)))
+        else:
+            out.append(Path(s))
     return out
 
 
