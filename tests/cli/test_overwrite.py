@@ -223,7 +223,7 @@ def test_every_glacierfacies_error_is_one_line(tmp_path, monkeypatch, capsys):
 WRITING = {"sample", "features", "dataset build", "dataset import-published",
            "dataset export-published", "dataset import-points", "map", "map-many", "products",
            "massbalance", "evaluate", "export-onnx", "export-targets", "predict",
-           "models build"}
+           "models build", "models import-reference"}
 RESUMING = {"train", "run"}  # a rerun continues the folder; another configuration is refused
 READING = {"dataset info"}
 
