@@ -219,6 +219,8 @@ def test_dense_logits_equals_forward_on_cut_patches(feature_set: int):
         mask[0, 0, 0] = mask[0, -1, -1] = True  # corners of the output (patches at the edge)
         mask[0, 5, 4] = False
         masked = model.dense_logits(x, where=mask)[0].double().numpy()
+        # blocks of 4 x 4 outputs, each cropped to the box of its wanted pixels
+        blocked = model.dense_logits(x, where=mask, strip_rows=4)[0].double().numpy()
         pi, pj = np.array([0, 8, 3, 0]), np.array([0, 5, 2, 5])
         via_patch_logits = model.patch_logits(x, torch.from_numpy(pi), torch.from_numpy(pj))
 
@@ -230,6 +232,8 @@ def test_dense_logits_equals_forward_on_cut_patches(feature_set: int):
                   ).max() < PROB_TOL
     m = mask[0].numpy()
     assert np.abs(masked[:, m] - per_patch[:, m]).max() < LOGIT_TOL
+    assert np.abs(blocked[:, m] - per_patch[:, m]).max() < LOGIT_TOL
+    assert not blocked[:, ~m].any()  # pixels not asked for are not computed
     assert np.all(masked[:, ~m] == 0.0)
     assert np.abs(via_patch_logits.double().numpy() - per_patch[:, pi, pj].T).max() < 1e-6
 

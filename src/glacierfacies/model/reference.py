@@ -253,7 +253,9 @@ class ReferenceCNN(nn.Module):
         `forward` on that patch (float rounding aside). `where` (B, H-32, W-32) bool limits
         the work to those pixels (others get logits 0). Extra input channels beyond
         n_features (zero padding of the inference path) are ignored. The raster is processed
-        in strips of `strip_rows` output rows (None: a size that keeps memory near 1 GB)."""
+        in strips of `strip_rows` output rows (None: a size that keeps memory near 1 GB); with
+        `where`, in blocks of strip_rows x strip_rows (None: 256) cropped to the box of their
+        wanted pixels, so a sparse mask costs the area of its boxes only."""
         if x.ndim != 4 or x.shape[1] < self.n_features:
             raise ValueError(f"expected (B, {self.n_features}, H, W), got {tuple(x.shape)}")
         x = x[:, : self.n_features]
@@ -262,6 +264,8 @@ class ReferenceCNN(nn.Module):
             raise ValueError(f"input {(h, w)} is smaller than the patch size {PATCH}")
         oh, ow = h - PATCH + 1, w - PATCH + 1
         width = self.fine[0].conv.out_channels
+        if strip_rows is None and where is not None:
+            strip_rows = 256  # blocks of 256 x 256, each cropped to its wanted pixels
         if strip_rows is None:  # ~35 full maps of `width` channels live at once per strip
             budget = (16 << 30) if x.is_cuda else (1 << 30)
             per_row = 40 * width * w * x.element_size()
@@ -269,28 +273,52 @@ class ReferenceCNN(nn.Module):
         if batch is None:  # patches per scale-2 batch: ~0.5 GB (CPU) / 4 GB (GPU) of grids
             batch = 131072 if x.is_cuda else 16384
         out = x.new_zeros((b, self.n_classes, oh, ow), dtype=torch.float32)
+        # with `where`, each strip is cut into column blocks of about strip_rows and each
+        # block cropped to the box of its wanted pixels before the shared pass: sparse masks
+        # (glaciers are ~5 % of a tile) cost the area of their boxes, not of the raster
+        block_cols = ow if where is None else strip_rows
         for k in range(b):
             for r0 in range(0, oh, strip_rows):
                 r1 = min(oh, r0 + strip_rows)
-                todo = None if where is None else where[k, r0:r1]
-                if todo is not None and not bool(todo.any()):
-                    continue
-                xs = x[k : k + 1, :, r0 : r1 + PATCH - 1]
-                centre, pooled = self._fine_pass(xs)
-                centre = centre[0]
-                if todo is None:
-                    ii, jj = torch.meshgrid(torch.arange(r1 - r0, device=x.device),
-                                            torch.arange(ow, device=x.device), indexing="ij")
-                    ii, jj = ii.reshape(-1), jj.reshape(-1)
-                else:
-                    ii, jj = torch.nonzero(todo, as_tuple=True)
-                for s in range(0, ii.numel(), batch):
-                    i, j = ii[s : s + batch], jj[s : s + batch]
-                    c1 = centre[:, i + PATCH // 2, j + PATCH // 2].T
-                    s2 = self._scale2(self._gather_grids(pooled, i, j), folded=True)
-                    logits = self.head(torch.cat([c1, s2], dim=1))
-                    out[k, :, r0 + i, j] = logits.float().T
+                for c0 in range(0, ow, block_cols):
+                    c1 = min(ow, c0 + block_cols)
+                    if where is None:
+                        rr0, rr1, cc0, cc1, todo = r0, r1, c0, c1, None
+                    else:
+                        todo = where[k, r0:r1, c0:c1]
+                        rows_any = torch.nonzero(todo.any(dim=1)).flatten()
+                        if rows_any.numel() == 0:
+                            continue
+                        cols_any = torch.nonzero(todo.any(dim=0)).flatten()
+                        rr0, rr1, cc0, cc1 = r0, r1, c0, c1
+                        if not x.is_cuda:  # on a GPU one block shape keeps cuDNN's autotune
+                            rr0, rr1 = r0 + int(rows_any[0]), r0 + int(rows_any[-1]) + 1
+                            cc0, cc1 = c0 + int(cols_any[0]), c0 + int(cols_any[-1]) + 1
+                            todo = where[k, rr0:rr1, cc0:cc1]
+                    self._block_logits(x[k : k + 1, :, rr0 : rr1 + PATCH - 1,
+                                         cc0 : cc1 + PATCH - 1], todo, batch,
+                                       out[k, :, rr0:rr1, cc0:cc1])
         return out
+
+    def _block_logits(self, xs: torch.Tensor, todo: torch.Tensor | None, batch: int,
+                      out: torch.Tensor) -> None:
+        """Logits of the patches of block xs (1, F, h+32, w+32) into out (n_classes, h, w),
+        only where todo (h, w) is True (all when None)."""
+        centre, pooled = self._fine_pass(xs)
+        centre = centre[0]
+        h, w = out.shape[1:]
+        if todo is None:
+            ii, jj = torch.meshgrid(torch.arange(h, device=xs.device),
+                                    torch.arange(w, device=xs.device), indexing="ij")
+            ii, jj = ii.reshape(-1), jj.reshape(-1)
+        else:
+            ii, jj = torch.nonzero(todo, as_tuple=True)
+        for s in range(0, ii.numel(), batch):
+            i, j = ii[s : s + batch], jj[s : s + batch]
+            c1 = centre[:, i + PATCH // 2, j + PATCH // 2].T
+            s2 = self._scale2(self._gather_grids(pooled, i, j), folded=True)
+            logits = self.head(torch.cat([c1, s2], dim=1))
+            out[:, i, j] = logits.float().T
 
     def patch_logits(self, x: torch.Tensor, rows: Sequence[int] | torch.Tensor,
                      cols: Sequence[int] | torch.Tensor, batch: int = 4096) -> torch.Tensor:
