@@ -96,6 +96,12 @@ def predict_points(
         table, patches, names, labels, raw, columns = _from_table(
             source, bands, scale, offset, class_column, class_map, layer)
     missing = missing_features(members, names)
+    if missing and not source.is_dir() and any(getattr(m.model, "per_patch", False)
+                                               for m in members):
+        raise ModelMismatchError(source, f"the paper's models given need {', '.join(missing)}: "
+                                         "a point table has one value per point, not a 33 x 33 "
+                                         "terrain patch; use feature set 1 (`models "
+                                         "import-reference --feature-set 1`) or a PatchSet folder")
     if missing:
         cols = [columns[f] if columns else f for f in missing]
         raise ModelMismatchError(source, f"the model(s) need column(s) {', '.join(cols)} "
