@@ -41,16 +41,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--sets", default="1,4")
+    ap.add_argument("--mode", default="exact", choices=("exact", "dense"),
+                    help="the imported network: exact per-patch or the dense approximation")
+    ap.add_argument("--no-builtin", action="store_true", help="map with the paper's only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    models = {"builtin:landsat": "builtin_landsat", "builtin:sentinel2": "builtin_sentinel2"}
+    models = {} if args.no_builtin else {"builtin:landsat": "builtin_landsat",
+                                         "builtin:sentinel2": "builtin_sentinel2"}
+    suffix = "" if args.mode == "exact" else f"_{args.mode}"
     for s in args.sets.split(","):
-        card = args.out / f"reference_set{s}"
+        card = args.out / f"reference_set{s}{suffix}"
         timings[f"import set {s}"] = glacierfacies(
             "models", "import-reference", str(args.weights), "-o", str(card),
-            "--feature-set", s, "--overwrite")
-        models[str(card)] = f"reference_set{s}"
+            "--feature-set", s, "--mode", args.mode, "--overwrite")
+        models[str(card)] = f"reference_set{s}{suffix}"
     for scene in SCENES:
         for model, tag in models.items():
             stem = args.out / f"{scene}_{tag}"
@@ -60,7 +65,7 @@ def main() -> None:
                 "-o", f"{stem}_facies.tif", "--confidence", f"{stem}_confidence.tif",
                 "--probabilities", f"{stem}_probabilities.tif", "--device", args.device,
                 "--precision", args.precision, "--overwrite")
-    (args.out / "timings.json").write_text(json.dumps(timings, indent=1))
+    (args.out / f"timings{suffix}.json").write_text(json.dumps(timings, indent=1))
 
 
 if __name__ == "__main__":

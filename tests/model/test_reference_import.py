@@ -158,3 +158,29 @@ def test_terrain_models_on_a_point_table_are_refused(tmp_path, monkeypatch, caps
                          "--bands", "sentinel2", "-o", out)
     _one_line_error(code, err, str(table), "feature set 1", "33 x 33 terrain patch")
     assert not out.exists()
+
+
+def test_dense_mode_is_recorded_and_runs_the_valid_pass(tmp_path, monkeypatch, capsys):
+    """--mode dense: the cards say so, the loaded network runs `approx_logits`, which is a
+    valid (translation-equivariant) pass: shifting the raster shifts its logits."""
+    from glacierfacies.model.card import load_members
+
+    src = _set1_copy(tmp_path, folds=(0,))
+    out = tmp_path / "dense"
+    code, stdout, err = _main(monkeypatch, capsys, "models", "import-reference", src, "-o", out,
+                              "--mode", "dense")
+    assert code == 0, err
+    assert "dense network" in stdout
+    assert json.loads((out / "fold0.json").read_text())["architecture"]["mode"] == "dense"
+    (member,) = load_members([out])
+    net = member.model
+    assert net.mode == "dense"
+    x = torch.rand(1, 6, 120, 110, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = net.dense_logits(x)
+        assert torch.equal(a, net.approx_logits(x))
+        b = net.dense_logits(x[:, :, 6:, 9:])  # the same raster moved by (6, 9) pixels
+    assert a.shape == (1, 8, 88, 78) and b.shape == (1, 8, 82, 69)
+    # away from the raster's edge (its zero padding reaches 12 px in, 58 px down / right)
+    core_a, core_b = a[..., 18:30, 21:40], b[..., 12:24, 12:31]
+    assert torch.allclose(core_a, core_b, atol=1e-4)

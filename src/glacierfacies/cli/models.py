@@ -89,9 +89,14 @@ def models_build_cmd(data_dir: Path, out_dir: Path | None, names: tuple[str, ...
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="A PatchSet (e.g. from `dataset import-published`): the "
                                  "normalisation is its per-feature min and max.")
+@click.option("--mode", type=click.Choice(["exact", "dense"]), default="exact",
+              show_default=True,
+              help="exact: the paper's per-patch network (zero padding at each patch edge); "
+                   "dense: the same weights as one valid pass, ~70x cheaper, not the same "
+                   "classes everywhere (agreement in docs/models.md).")
 @overwrite_option("OUT")
 def models_import_reference_cmd(path: Path, out_dir: Path, feature_set: int | None,
-                                minmax: Path | None, dataset: Path | None,
+                                minmax: Path | None, dataset: Path | None, mode: str,
                                 overwrite: bool) -> None:
     """Import the paper's fold models (Maslov et al. 2026, Keras HDF5, GPL v2) from PATH, a
     clone of the authors' repository or a folder of their .h5 files. The weights stay where
@@ -100,7 +105,8 @@ def models_import_reference_cmd(path: Path, out_dir: Path, feature_set: int | No
     from glacierfacies.model.reference_import import import_reference
 
     card = import_reference(path, out_dir, feature_set=feature_set, minmax=minmax,
-                            dataset=dataset, overwrite=overwrite)
+                            dataset=dataset, mode=mode, overwrite=overwrite)
     click.echo(f"{out_dir}: {len(card['members'])} fold models of feature set "
-               f"{card['feature_set']} ({', '.join(card['features'])}); normalisation: "
+               f"{card['feature_set']} ({', '.join(card['features'])}); {mode} network; "
+               f"normalisation: "
                f"{card['normalisation']['method']}; licence {card['licence']}")

@@ -116,6 +116,10 @@ def _load_reference(card: ModelCard, js: Path) -> torch.nn.Module:
         raise InputError(src, "weights file changed since it was imported (sha256 differs); "
                               "re-run models import-reference")
     model = reference_from_h5(src)
+    mode = card.architecture.get("mode", "exact")
+    if mode not in model.MODES:
+        raise InputError(js, f"unknown reference mode {mode!r} (one of {', '.join(model.MODES)})")
+    model.mode = mode
     if model.n_features != len(card.features):
         raise ModelMismatchError(src, f"weights take {model.n_features} features, the card "
                                       f"lists {len(card.features)}")

@@ -160,10 +160,14 @@ def _git_commit(path: Path) -> str | None:
 
 def import_reference(path: str | os.PathLike, out_dir: str | os.PathLike, *,
                      feature_set: int | None = None, minmax: str | os.PathLike | None = None,
-                     dataset: str | os.PathLike | None = None,
+                     dataset: str | os.PathLike | None = None, mode: str = "exact",
                      overwrite: bool = False) -> dict[str, Any]:
     """Write the fold cards and the ensemble card of one feature set into OUT_DIR (atomic:
-    a temporary folder renamed at the end). Returns the ensemble card."""
+    a temporary folder renamed at the end). Returns the ensemble card. `mode` "dense" makes
+    the cards run the dense approximation (`ReferenceCNN.approx_logits`) instead of the
+    exact per-patch network."""
+    if mode not in ("exact", "dense"):
+        raise InputError(None, f"unknown mode {mode!r} (exact or dense)")
     path, out_dir = Path(path).resolve(), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InputError(out_dir, "output exists; pass --overwrite to replace it")
@@ -212,7 +216,7 @@ def import_reference(path: str | os.PathLike, out_dir: str | os.PathLike, *,
             card = ModelCard(
                 features=list(features), classes=list(CLASS_NAMES), patch_size=PATCH,
                 normalisation={**norm, **norm_info},
-                architecture={"type": "reference", **models[fold].kwargs},
+                architecture={"type": "reference", "mode": mode, **models[fold].kwargs},
                 training={"source": SOURCE, "feature_set": fset, "fold": fold,
                           "round": "after confident learning", "commit": commit},
                 calibration=calib, fold={"index": fold}, resolution_m=10.0,
@@ -222,7 +226,7 @@ def import_reference(path: str | os.PathLike, out_dir: str | os.PathLike, *,
             (tmp / f"fold{fold}.json").write_text(card.to_json())
             members.append(f"fold{fold}.json")
         ensemble = {
-            "kind": "reference", "feature_set": fset, "features": list(features),
+            "kind": "reference", "mode": mode, "feature_set": fset, "features": list(features),
             "classes": list(CLASS_NAMES), "patch_size": PATCH, "members": members,
             "normalisation": {**norm, **norm_info}, "prescale": prescale,
             "source": SOURCE, "source_path": str(path), "commit": commit,
