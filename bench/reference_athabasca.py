@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--mode", default="exact", choices=("exact", "dense"),
                     help="the imported network: exact per-patch or the dense approximation")
     ap.add_argument("--no-builtin", action="store_true", help="map with the paper's only")
+    ap.add_argument("--scenes", default=",".join(SCENES), help="clips to map")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -56,7 +57,8 @@ def main() -> None:
             "models", "import-reference", str(args.weights), "-o", str(card),
             "--feature-set", s, "--mode", args.mode, "--overwrite")
         models[str(card)] = f"reference_set{s}{suffix}"
-    for scene in SCENES:
+    scenes = args.scenes.split(",")
+    for scene in scenes:
         for model, tag in models.items():
             stem = args.out / f"{scene}_{tag}"
             timings[f"{scene} {tag}"] = glacierfacies(
@@ -65,7 +67,8 @@ def main() -> None:
                 "-o", f"{stem}_facies.tif", "--confidence", f"{stem}_confidence.tif",
                 "--probabilities", f"{stem}_probabilities.tif", "--device", args.device,
                 "--precision", args.precision, "--overwrite")
-    (args.out / f"timings{suffix}.json").write_text(json.dumps(timings, indent=1))
+    name = f"timings{suffix}_{'_'.join(s[:3] for s in scenes)}.json"
+    (args.out / name).write_text(json.dumps(timings, indent=1))
 
 
 if __name__ == "__main__":

@@ -184,3 +184,9 @@ def test_dense_mode_is_recorded_and_runs_the_valid_pass(tmp_path, monkeypatch, c
     # away from the raster's edge (its zero padding reaches 12 px in, 58 px down / right)
     core_a, core_b = a[..., 18:30, 21:40], b[..., 12:24, 12:31]
     assert torch.allclose(core_a, core_b, atol=1e-4)
+    # with a mask, blocks (here of 16 outputs) with their 12 px margins give the same values
+    where = torch.rand(1, 88, 78, generator=torch.Generator().manual_seed(2)) < 0.05
+    with torch.no_grad():
+        blocked = net.dense_logits(x, where=where, strip_rows=16)
+    m = where[0]
+    assert torch.allclose(blocked[0][:, m], a[0][:, m], atol=1e-5)
