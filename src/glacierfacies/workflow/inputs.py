@@ -73,7 +73,8 @@ def _check_user_inputs(inputs: Inputs) -> None:
     import rasterio
     from rasterio.warp import transform_bounds
 
-    from glacierfacies.data.build import read_labels
+    from glacierfacies.data.build import check_label_glaciers, read_labels
+    from glacierfacies.dem import check_dem
     from glacierfacies.outlines import read_outlines
     from glacierfacies.scenes.reader import scene_grid, scene_ids
 
@@ -89,6 +90,7 @@ def _check_user_inputs(inputs: Inputs) -> None:
             dem_crs, b = src.crs, src.bounds
     except rasterio.errors.RasterioError as exc:
         raise InputError(inputs.dem, f"cannot read DEM ({str(exc).splitlines()[0]})") from None
+    check_dem(inputs.dem)  # all nodata, or voids without a nodata tag
 
     def overlaps(g: Any) -> bool:
         w, s, e, n = transform_bounds(g.crs, dem_crs, *g.bounds)
@@ -107,6 +109,7 @@ def _check_user_inputs(inputs: Inputs) -> None:
     if not touched:
         raise InputError(inputs.outlines, "no outline intersects any scene")
     labels = read_labels(inputs.labels)
+    check_label_glaciers(labels, inputs.outlines, inputs.labels)
     unknown = sorted(set(labels["scene_id"].astype(str)) - set(map(str, scene_ids(inputs.scenes))))
     if unknown:
         raise InputError(inputs.labels, f"label(s) of scene(s) that are not configured: "
