@@ -197,6 +197,8 @@ def check_label_glaciers(labels: Any, outlines_path: str | os.PathLike,
 
     from glacierfacies.outlines import ID_COLUMNS
 
+    if not Path(outlines_path).exists():
+        return  # the outline reader says so, naming it
     try:
         info = pyogrio.read_info(outlines_path)
         cols = [c for c in ID_COLUMNS if c in list(info["fields"])]
