@@ -158,6 +158,14 @@ def bad(sample_dir, tmp_path_factory) -> dict[str, Path]:
         f"scenes: ['{s2}']\ndem: {p['dem']}\noutlines: {p['outlines']}\n"
         f"labels: {p['labels_typo']}\n")
     p["cfg_typo"] = w / "cfg_typo.yaml"
+    (w / "cfg_dup.yaml").write_text(
+        f"scenes: ['{s2}']\ndem: {p['dem']}\noutlines: {p['outlines_dup']}\n"
+        f"labels: {p['labels_s2']}\n")
+    p["cfg_dup"] = w / "cfg_dup.yaml"
+    (w / "cfg_missing.yaml").write_text(
+        f"scenes: ['{s2}']\ndem: {w / 'no_dem.tif'}\noutlines: {p['outlines']}\n"
+        f"labels: {p['labels_s2']}\n")
+    p["cfg_missing"] = w / "cfg_missing.yaml"
     return p
 
 
@@ -182,6 +190,10 @@ CASES = [
      r"unknown setting `epoch` \(did you mean `epochs`\?\)"),
     ("run-dem-voids", "run {cfg_voids} -o {out}/run", r"dem_voids.tif: .*-9999.*nodata"),
     ("run-label-glacier-typo", "run {cfg_typo} -o {out}/run", r"labels_typo.gpkg: 3 label.*99999"),
+    ("run-duplicate-outline-ids", "run {cfg_dup} -o {out}/run",
+     r"outlines_dup.gpkg: duplicate glacier id"),
+    ("run-missing-dem", "run {cfg_missing} -o {out}/run",
+     r"cfg_missing.yaml: `dem`: .*no_dem.tif does not exist"),
     ("build-labels-xy-without-crs", BUILD + "--labels {labels_xy_nocrs}", r"no single CRS"),
     ("build-labels-without-geometry", BUILD + "--labels {labels_nogeom}", r"no geometry"),
     ("build-label-glacier-typo", BUILD + "--labels {labels_typo}", r"RGI60-11.99999"),

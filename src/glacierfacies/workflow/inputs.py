@@ -75,7 +75,7 @@ def _check_user_inputs(inputs: Inputs) -> None:
 
     from glacierfacies.data.build import check_label_glaciers, read_labels
     from glacierfacies.dem import check_dem
-    from glacierfacies.outlines import read_outlines
+    from glacierfacies.outlines import find_id_column, read_outlines
     from glacierfacies.scenes.reader import scene_grid, scene_ids
 
     grids = [scene_grid(s) for s in inputs.scenes]
@@ -108,6 +108,7 @@ def _check_user_inputs(inputs: Inputs) -> None:
                 raise
     if not touched:
         raise InputError(inputs.outlines, "no outline intersects any scene")
+    find_id_column(read_outlines(inputs.outlines), path=inputs.outlines)  # products' ids
     labels = read_labels(inputs.labels)
     check_label_glaciers(labels, inputs.outlines, inputs.labels)
     unknown = sorted(set(labels["scene_id"].astype(str)) - set(map(str, scene_ids(inputs.scenes))))
