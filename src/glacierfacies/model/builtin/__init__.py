@@ -109,7 +109,8 @@ def model_folder_files(folder: Path) -> list[Path]:
         return files
     raise InputError(folder, f"incomplete model folder: {len(files)} fold model(s) but no "
                              f"{COMPLETE_MARKER}, which training writes after its last fold "
-                             "(an interrupted `train`? rerun it to finish)")
+                             "(an interrupted `train`? rerun it to finish; or give the "
+                             "fold files one by one)")
 
 
 def resolve_models(specs: Sequence[str | os.PathLike]) -> list[Path]:
