@@ -33,7 +33,7 @@ def run_cmd(config: Path | None, out: Path, check: bool) -> None:
         from glacierfacies.workflow.inputs import check_run
 
         cfg, _ = load_config(config)
-        check_run(cfg, out.resolve())
+        check_run(cfg, out.resolve(), config)
         click.echo(f"{config or 'built-in sample'}: configuration and inputs OK")
         return
     report = run_pipeline(config, out, log=lambda m: click.echo(m, err=True))

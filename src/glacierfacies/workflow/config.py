@@ -139,11 +139,6 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, Path]:
     for key in ("dem", "outlines", "labels", "wgms"):
         if raw.get(key):
             raw[key] = absolute(raw[key])
-            if not Path(raw[key]).exists():  # name the configuration and its key
-                raise InputError(path, f"`{key}`: {raw[key]} does not exist")
-    for pattern in raw.get("scenes", ()):
-        if not any(c in pattern for c in "*?[") and not Path(pattern).exists():
-            raise InputError(path, f"`scenes`: {pattern} does not exist")
     cfg = RunConfig(**raw)
     try:
         cfg.read_options  # noqa: B018 (a bad band map or scale fails here, naming the file)

@@ -106,7 +106,7 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     """
     cfg, _ = load_config(config)
     out = Path(out).resolve()
-    user_inputs = check_run(cfg, out)
+    user_inputs = check_run(cfg, out, None if config is None else Path(config))
     out.mkdir(exist_ok=True)
     with lock_run_folder(out):  # a second `run` on OUT stops here, writing nothing
         write_json(get_filepath("run_config", out), dataclasses.asdict(cfg))
