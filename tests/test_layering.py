@@ -17,8 +17,9 @@ GROUND = {"__version__", "classes", "features", "errors", "_io", "_testing", "la
 ALLOWED: dict[str, set[str]] = {
     "scenes": GROUND,
     "outlines": GROUND | {"scenes"},
+    "dem": GROUND | {"scenes"},
     "terrain_context": GROUND | {"scenes", "outlines"},
-    "stack": GROUND | {"scenes", "outlines", "terrain_context"},
+    "stack": GROUND | {"scenes", "outlines", "terrain_context", "dem"},
     "data": GROUND | {"scenes", "stack", "outlines", "model"},
     "model": GROUND | {"data"},
     "training": GROUND | {"data", "model"},
@@ -26,8 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "products": GROUND | {"outlines", "scenes"},
     "sample": GROUND | {"outlines", "scenes"},
     "examples": GROUND | {"outlines", "scenes"},
-    "workflow": GROUND | {"scenes", "stack", "outlines", "data", "model", "training", "mapping",
-                          "products", "sample", "examples"},
+    "workflow": GROUND | {"scenes", "stack", "outlines", "dem", "data", "model", "training",
+                          "mapping", "products", "sample", "examples"},
 }
 
 

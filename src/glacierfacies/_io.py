@@ -19,15 +19,19 @@ from typing import Any
 from glacierfacies.errors import InputError
 
 __all__ = ["atomic_output", "check_output", "check_output_folder", "json_default",
-           "save_figure", "to_json", "write_json", "write_text"]
+           "save_figure", "sweep_temporaries", "temp_prefix", "to_json", "write_json",
+           "write_text"]
 
 
 def check_output_folder(folder: str | os.PathLike) -> Path:
-    """InputError unless `folder` is an existing folder (missing, or a file in the way)."""
+    """InputError unless `folder` is an existing, writable folder (missing, a file in the
+    way, or no write permission)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "output folder does not exist" if not folder.exists()
                          else "is not a folder (cannot write inside a file)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(folder, "output folder is not writable (permission denied)")
     return folder
 
 
@@ -41,6 +45,60 @@ def check_output(dest: str | os.PathLike, *, overwrite: bool) -> Path:
     return dest
 
 
+def temp_prefix(dest: Path) -> str:
+    """The prefix of `dest`'s temporaries: `.NAME.PID-` (then random letters, `.tmp`), so a
+    later writer can tell one of a live process from one a killed process left behind."""
+    return f".{dest.name}.{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+#: A temporary without a process id (older versions) is swept when older than this (s).
+STALE_UNTAGGED_S = 3600.0
+
+
+def sweep_temporaries(dest: str | os.PathLike) -> list[Path]:
+    """Remove the `.NAME.*.tmp` files and folders beside `dest` whose writing process is
+    gone (killed mid-write); those of live processes stay. Returns what was removed."""
+    import re
+    import time
+
+    dest = Path(dest)
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return []
+    head = f".{dest.name}."
+    removed = []
+    for name in names:
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        path = dest.parent / name
+        m = re.match(r"(\d+)-", name[len(head):])
+        try:
+            if m:
+                if _alive(int(m.group(1))):
+                    continue
+            elif time.time() - path.lstat().st_mtime < STALE_UNTAGGED_S:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
@@ -48,7 +106,8 @@ def atomic_output(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     Works for files and folders (the block creates whichever it wants at the yielded path).
     """
     dest = check_output(dest, overwrite=overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    sweep_temporaries(dest)  # what a killed writer of `dest` left
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     os.unlink(tmp_name)
     tmp = Path(tmp_name)

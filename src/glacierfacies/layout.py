@@ -17,6 +17,8 @@ __all__ = ["RUN_BASENAMES", "TRAIN_BASENAMES", "describe", "fold_model_path", "g
 # key -> (path relative to the main job's run folder, what it holds)
 RUN_BASENAMES: dict[str, tuple[str, str]] = {
     "run_config": ("run_config.json", "the run's configuration, as resolved"),
+    "run_lock": ("run.lock", "held (fcntl lock) by the `run` writing the folder: a second "
+                             "`run` on it stops"),
     "stages": ("stages", "one marker per finished stage (what makes reruns skip)"),
     "sample": ("sample", "the built-in sample's inputs, when no user data is configured"),
     "dataset": ("dataset", "the packed PatchSet (patches.npy, table.parquet, meta.json)"),
@@ -51,6 +53,9 @@ TRAIN_BASENAMES: dict[str, tuple[str, str]] = {
                          "one round-1 fold model (its card: the same name, .json)"),
     "final_models": ("models", "the final (round-2) fold models and their cards"),
     "final_fold_model": ("models/fold{fold}.pt", "one final fold model (card: .json beside)"),
+    "models_complete": ("models/complete.json",
+                        "written last, once every fold model of round 2 finished: only then "
+                        "is models/ a model (round1/models/ has its own)"),
     "fold_checkpoint": ("round{round}/fold{fold}.ckpt", "mid-fold checkpoint (resume)"),
     "predictions": ("round{round}/predictions", "one round's per-fold predictions"),
     "fold_predictions": ("round{round}/predictions/fold{fold}.npz",
@@ -85,6 +90,10 @@ def models_dir(train_dir: str | Path, round_no: int) -> Path:
     if round_no == 2:
         return get_filepath("final_models", train_dir)
     return get_filepath("round_models", train_dir, round=round_no)
+
+
+#: The marker of a finished model folder (every fold model written), in any model folder.
+COMPLETE_MARKER = "complete.json"
 
 
 def fold_model_path(train_dir: str | Path, round_no: int, fold: int) -> Path:

@@ -58,6 +58,7 @@ def read_outlines(path: str | os.PathLike, *, grid: Any = None) -> gpd.GeoDataFr
         raise InputError(p, "outlines have no CRS")
     gdf = gdf.sort_index()
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    gdf = _checked_geometries(gdf, p)
     if target is None:
         return gdf.reset_index(drop=True)
     from shapely.geometry import box
@@ -67,6 +68,53 @@ def read_outlines(path: str | os.PathLike, *, grid: Any = None) -> gpd.GeoDataFr
     gdf = gdf[gdf.geometry.intersects(box(*target.bounds))].reset_index(drop=True)
     if gdf.empty:
         raise InputError(p, "no outline intersects the scene")
+    return gdf
+
+
+def _ids(gdf: Any, rows: Any, limit: int = 5) -> str:
+    """The ids (first ID_COLUMNS column present, else the file's feature ids) of `rows`."""
+    col = next((c for c in ID_COLUMNS if c in gdf.columns), None)
+    values = (gdf.loc[rows, col] if col else gdf.index[rows]).tolist()
+    more = f" ... ({len(values)} in all)" if len(values) > limit else ""
+    return f"{col or 'fid'} {', '.join(map(str, values[:limit]))}{more}"
+
+
+def _checked_geometries(gdf: Any, path: Path) -> Any:
+    """Polygons only (an InputError naming the ids of other geometries), invalid ones
+    repaired with shapely's `make_valid` (its polygonal part), counted in
+    `gdf.attrs["repaired"]` and a warning that names them."""
+    import warnings
+
+    from shapely import make_valid
+    from shapely.geometry import MultiPolygon, Polygon
+
+    types = gdf.geometry.geom_type
+    other = ~types.isin(["Polygon", "MultiPolygon"])
+    if other.any():
+        kinds = ", ".join(sorted(set(types[other])))
+        raise InputError(path, f"outlines must be polygons: {int(other.sum())} {kinds} "
+                               f"geometr{'y' if other.sum() == 1 else 'ies'} ({_ids(gdf, other)})")
+    invalid = ~gdf.geometry.is_valid
+    gdf.attrs["repaired"] = int(invalid.sum())
+    if invalid.any():
+        def polygonal(geom: Any) -> Any:
+            fixed = make_valid(geom)
+            if isinstance(fixed, (Polygon, MultiPolygon)):
+                return fixed
+            parts = [g for g in getattr(fixed, "geoms", [])
+                     if isinstance(g, (Polygon, MultiPolygon))]
+            polys = [q for g in parts for q in (g.geoms if isinstance(g, MultiPolygon) else [g])]
+            return MultiPolygon(polys) if polys else None
+
+        gdf = gdf.copy()
+        gdf.loc[invalid, gdf.geometry.name] = gdf.geometry[invalid].map(polygonal)
+        lost = invalid & (gdf.geometry.isna() | gdf.geometry.is_empty)
+        if lost.any():
+            raise InputError(path, f"invalid outline(s) with no area after repair "
+                                   f"({_ids(gdf, lost)})")
+        warnings.warn(f"{path}: {int(invalid.sum())} invalid outline geometr"
+                      f"{'y' if invalid.sum() == 1 else 'ies'} repaired with make_valid "
+                      f"({_ids(gdf, invalid)})", stacklevel=2)
     return gdf
 
 
@@ -96,11 +144,19 @@ def find_id_column(
     id_column: str | None = None,
 ) -> str:
     """The column that names glaciers: `id_column`, else the first of `ID_COLUMNS` present;
-    an InputError naming `path` (the outline file) when there is none."""
+    an InputError naming `path` (the outline file) when there is none or when two outlines
+    share an id (they would give two rows of one glacier)."""
     col = id_column or next((c for c in ID_COLUMNS if c in outlines.columns), None)
     if col is None or col not in outlines.columns:
         raise InputError(path, f"no glacier id column (tried {', '.join(ID_COLUMNS)}); "
                                "pass --id-column")
+    ids = outlines[col]
+    dup = ids.notna() & ids.duplicated(keep=False)
+    if dup.any():
+        raise InputError(path, f"duplicate glacier id(s) in column {col}: "
+                               f"{', '.join(map(str, sorted(set(ids[dup].astype(str)))[:5]))}; "
+                               "each outline needs its own id (dissolve the parts of a glacier "
+                               "into one multipolygon, or pass another --id-column)")
     return col
 
 

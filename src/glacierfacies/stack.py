@@ -85,7 +85,11 @@ def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
             z[~np.isfinite(z)] = np.nan
             return z
 
-        return _read_onto(src, [1], dem_path, grid, to_float)[0]
+        z = _read_onto(src, [1], dem_path, grid, to_float)[0]
+    from glacierfacies.dem import check_elevations
+
+    check_elevations(z, dem_path, nodata, require_valid=False)  # -9999 voids without a tag
+    return z
 
 
 def build_feature_stack(

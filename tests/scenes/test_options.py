@@ -93,7 +93,7 @@ def test_dn_stack_stops_every_command_with_one_line_and_nothing_written(tmp_path
                          geometry=[Point(630200, 5165800), Point(630600, 5165700)],
                          crs="EPSG:32632").to_file(labels)
         args = ["dataset", "build", "--scenes", str(p), *base, "--labels", str(labels),
-                "--patch-size", "3", "--folds", "2", "-o", str(out / "ds")]
+                "--patch-size", "1", "--folds", "2", "-o", str(out / "ds")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code != 0 and isinstance(res.exception, InputError)
     msg = str(res.exception)

@@ -314,6 +314,16 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     assert not (run / "metrics.json").exists()  # round 1 and cleaning done, round 2 not
     assert (run / "stages" / "round2_fold2.json").is_file()
     assert not (run / "stages" / "round2_fold3.json").exists()
+    # issue 23: models/ of the killed round holds 3 of 6 folds and no marker: not a model
+    from glacierfacies.model.builtin import resolve_models
+
+    assert sorted(p.name for p in (run / "models").glob("fold*.pt")) == [
+        "fold0.pt", "fold1.pt", "fold2.pt"]
+    assert not (run / "models" / "complete.json").exists()
+    assert (run / "round1" / "models" / "complete.json").is_file()  # round 1 finished
+    with pytest.raises(InputError, match=r"models: incomplete model folder: 3 fold model\(s\) "
+                                         r"but no complete.json"):
+        resolve_models([run / "models"])
     env.pop("GLACIERFACIES_TEST_KILL_AT")
     resumed = _cli(*args[:-1], env=env)  # not --quiet: one line per stage on stderr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -321,6 +331,10 @@ def test_kill_mid_epoch_then_resume_gives_same_metrics(protocol_run, tmp_path):
     for stage in ("round1_fold0", "clean", "round2_fold2"):
         assert f"[{stage}] up to date, skipped" in resumed.stderr
     assert "[round2_fold3] running" in resumed.stderr
+    marker = json.loads((run / "models" / "complete.json").read_text())
+    assert marker == {"round": 2, "folds": 6, "models": [f"fold{k}.pt" for k in range(6)]}
+    assert [p.name for p in resolve_models([run / "models"])] == [
+        f"fold{k}.json" for k in range(6)]
     for name in ("confusion_cleaned.png", "confusion_unpruned.png", "reliability.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG", name  # the CLI draws them
     got = json.loads((run / "metrics.json").read_text())

@@ -56,18 +56,30 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
               help="Points: class, glacier, scene_id (+ date, sensor, region, point_id).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="PatchSet folder to write.")
-@click.option("--patch-size", default=33, show_default=True, help="Odd, 1..65.")
+@click.option("--patch-size", default=33, show_default=True,
+              help="A size the CNN takes: 1 or 2*3 + 3*P with P odd >= 7 (27, 33, 39, ...).")
+@click.option("--any-patch-size", is_flag=True,
+              help="Accept any odd size 1..65 (for training with other --set fine_depth / "
+                   "coarse_depth, or other tools).")
 @click.option("--features", default="all", show_default=True,
               help="Subset name (optical, optical+elevation, ...) or comma list.")
 @patch_dtype_option
 @fold_options
 @read_options_decorator
 @overwrite_option("OUT")
-def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, features, dtype,
-                      k_folds, fold_column, seed, overwrite, **read_kw) -> None:
+def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, any_patch_size,
+                      features, dtype, k_folds, fold_column, seed, overwrite, **read_kw) -> None:
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
+    from glacierfacies.data.patchset import check_patch_size
+    from glacierfacies.model.network import pooled_grid_size
 
+    check_patch_size(patch_size)
+    if not any_patch_size:
+        try:  # `train` with its default depths must take what this builds
+            pooled_grid_size(patch_size)
+        except ValueError as exc:
+            raise InputError(None, f"--patch-size: {exc} (or pass --any-patch-size)") from None
     check_output(out_dir, overwrite=overwrite)  # before sampling any scene
     options = read_options(read_kw)
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,

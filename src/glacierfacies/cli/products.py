@@ -65,16 +65,45 @@ def products_cmd(maps, outlines, dem, output, id_column, confidence, probabiliti
     config = ProductConfig(refrozen_is_accumulation=refrozen_accumulation, shadow=shadow,
                            accumulation=accumulation)
     check_product_inputs(config, dem, list(probabilities))
+    check_date(date_)
+    checked = check_outlines(outlines, id_column)  # invalid, non-polygon, duplicate ids
+    if dem is not None:
+        from glacierfacies.dem import check_dem
+
+        check_dem(dem)  # all nodata, or voids without a nodata tag
     table = compute_products(list(maps), outlines, dem, config, list(confidence) or None,
                              list(probabilities) or None, id_column,
                              {"scene_id": scene_id, "date": date_, "sensor": sensor})
     if table.empty:
         raise InputError(outlines, "no glacier outline overlaps the map(s)")
     write_products(table, output, config, {"maps": [str(m) for m in maps],
-                                           "outlines": str(outlines), "dem": str(dem)},
+                                           "outlines": str(outlines), "dem": str(dem),
+                                           "outlines_repaired": checked["repaired"]},
                    overwrite=overwrite)
     click.echo(f"{len(table)} glacier-scene rows ({table['glacier'].nunique()} glaciers, "
                f"{table['scene_id'].nunique()} scenes) -> {output}")
+
+
+def check_date(date: str | None) -> None:
+    """--date must be a calendar date (YYYY-MM-DD)."""
+    if date is None:
+        return
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise InputError(None, f"--date must be a date YYYY-MM-DD, got {date!r}") from None
+
+
+def check_outlines(outlines: Path, id_column: str | None) -> dict[str, int]:
+    """Read the outlines once before any map: polygons only, invalid ones repaired (counted),
+    an id column without duplicates."""
+    from glacierfacies.outlines import find_id_column, read_outlines
+
+    gdf = read_outlines(outlines)
+    find_id_column(gdf, path=outlines, id_column=id_column)
+    return {"repaired": int(gdf.attrs.get("repaired", 0))}
 
 
 def _month_list(text: str) -> tuple[int, ...]:

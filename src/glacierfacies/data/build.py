@@ -108,24 +108,77 @@ def _sample_scene_windows(
     return usable, edge, meta
 
 
+#: Coordinate columns of a table without geometry (CSV): (x, y, CRS or None = a `crs` column)
+XY_COLUMNS = (("lon", "lat", "EPSG:4326"), ("longitude", "latitude", "EPSG:4326"),
+              ("x", "y", None))
+
+
+def _points_from_columns(table: Any, path: Path) -> Any:
+    """A GeoDataFrame of a table's coordinate columns (lon/lat in WGS 84; x/y in the CRS of
+    a `crs` column); an InputError naming the file when it has none."""
+    import geopandas as gpd
+    import pandas as pd
+
+    cols = {c.lower(): c for c in table.columns}
+    for xn, yn, crs in XY_COLUMNS:
+        if xn in cols and yn in cols:
+            if crs is None:
+                crs_col = cols.get("crs") or cols.get("epsg")
+                values = set(table[crs_col].dropna().astype(str)) if crs_col else set()
+                if len(values) != 1:
+                    raise InputError(path, "labels have x,y columns but no single CRS: add a "
+                                           "`crs` column (e.g. EPSG:32632), or give lon,lat")
+                crs = values.pop()
+                crs = f"EPSG:{crs}" if crs.isdigit() else crs
+            try:
+                x = pd.to_numeric(table[cols[xn]], errors="raise")
+                y = pd.to_numeric(table[cols[yn]], errors="raise")
+            except (ValueError, TypeError):
+                raise InputError(path, f"coordinate columns {cols[xn]},{cols[yn]} must be "
+                                       "numeric") from None
+            if x.isna().any() or y.isna().any():
+                raise InputError(path, f"{int((x.isna() | y.isna()).sum())} label(s) without "
+                                       "coordinates")
+            try:
+                return gpd.GeoDataFrame(table.drop(columns="geometry", errors="ignore"),
+                                        geometry=gpd.points_from_xy(x, y), crs=crs)
+            except Exception as exc:  # noqa: BLE001 - pyproj's CRSError and others
+                raise InputError(path, f"labels' CRS {crs!r} is not a CRS "
+                                       f"({str(exc).splitlines()[0]})") from None
+    raise InputError(path, "labels have no geometry: give points (GeoPackage), or a table "
+                           "with lon,lat columns (WGS 84) or x,y and a crs column")
+
+
 def read_labels(labels_path: str | os.PathLike) -> Any:
-    """Labelled points (GeoPackage, or anything pyogrio reads) with checked columns."""
+    """Labelled points (GeoPackage, or anything pyogrio reads; a CSV with lon,lat or x,y +
+    crs columns) with checked columns."""
     import geopandas as gpd
 
     labels_path = Path(labels_path)
     if not labels_path.exists():
         raise InputError(labels_path, "labels file does not exist")
     try:
-        gdf = gpd.read_file(labels_path)
+        if labels_path.suffix.lower() in (".csv", ".txt"):
+            import pandas as pd
+
+            gdf = pd.read_csv(labels_path)
+        else:
+            gdf = gpd.read_file(labels_path)
     except Exception as exc:  # pyogrio raises several types
         raise InputError(labels_path, f"cannot read labels: {exc}".splitlines()[0]) from None
     missing = [c for c in ("class", "glacier", "scene_id") if c not in gdf.columns]
     if missing:
         raise InputError(labels_path, f"labels lack column(s) {missing}")
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns \
+            or gdf.geometry.isna().all():
+        gdf = _points_from_columns(gdf, labels_path)
     if gdf.crs is None:
         raise InputError(labels_path, "labels have no CRS")
     if len(gdf) == 0:
         raise InputError(labels_path, "no labelled points")
+    if gdf.geometry.isna().any() or gdf.geometry.is_empty.any():
+        raise InputError(labels_path, f"{int((gdf.geometry.isna() | gdf.geometry.is_empty).sum())}"
+                                      " label(s) without a point")
     if not (gdf.geometry.geom_type == "Point").all():
         raise InputError(labels_path, "labels must be points")
     for code, name in enumerate(gdf["class"].astype(str)):
@@ -133,6 +186,37 @@ def read_labels(labels_path: str | os.PathLike) -> Any:
             raise InputError(labels_path, f"unknown class {name!r} (row {code}); "
                                           f"known: {', '.join(CLASS_NAMES)}")
     return gdf
+
+
+def check_label_glaciers(labels: Any, outlines_path: str | os.PathLike,
+                         labels_path: str | os.PathLike | None = None) -> None:
+    """InputError naming the labels when a label's `glacier` is an id of no outline (a typo
+    would otherwise become one more glacier of its own fold). Ids are compared with every
+    id column of the outlines (`outlines.ID_COLUMNS`); labels without a glacier are fine."""
+    import pyogrio
+
+    from glacierfacies.outlines import ID_COLUMNS
+
+    if not Path(outlines_path).exists():
+        return  # the outline reader says so, naming it
+    try:
+        info = pyogrio.read_info(outlines_path)
+        cols = [c for c in ID_COLUMNS if c in list(info["fields"])]
+        if not cols:
+            return
+        table = pyogrio.read_dataframe(outlines_path, columns=cols, read_geometry=False)
+    except Exception as exc:  # noqa: BLE001 - pyogrio raises several types
+        raise InputError(outlines_path, f"cannot read outlines ({str(exc).splitlines()[0]})"
+                         ) from None
+    known = {str(v) for c in cols for v in table[c].dropna()}
+    glaciers = labels["glacier"].dropna().astype(str)
+    glaciers = glaciers[glaciers.str.strip() != ""]
+    absent = sorted(set(glaciers) - known)
+    if absent:
+        n = int(glaciers.isin(absent).sum())
+        raise InputError(labels_path, f"{n} label(s) name glacier(s) that no outline has "
+                                      f"({', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''};"
+                                      f" outline ids in {', '.join(cols)})")
 
 
 def build_patchset(
@@ -173,6 +257,7 @@ def build_patchset(
         raise InputError(None, str(exc)) from None
     fidx = [FEATURE_NAMES.index(n) for n in feature_names]
     gdf = read_labels(labels_path)
+    check_label_glaciers(gdf, outlines_path, labels_path)
     if fold_column is not None and fold_column not in gdf.columns:
         raise InputError(labels_path, f"fold column {fold_column!r} not in labels")
     scene_ids = gdf["scene_id"].astype(str).to_numpy()

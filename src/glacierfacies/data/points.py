@@ -191,6 +191,7 @@ def import_points(
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         raise InputError(path, "no usable rows after class mapping")
+    check_point_reflectance(values[idx][:, :3], path)
 
     sub = df.iloc[idx]
     table = pd.DataFrame({
@@ -218,6 +219,20 @@ def import_points(
     return PatchSet(patches, labels_from_names(table["class"].tolist()), table, OPTICAL_BANDS,
                     CLASS_NAMES, 1, None, provenance, fold_config)
 
+
+
+#: Fewer rows than this say too little about a table's coding to refuse it.
+PLAUSIBILITY_MIN_ROWS = 10
+
+
+def check_point_reflectance(rgb: np.ndarray, path: Path) -> None:
+    """The scenes' guard (`scenes.base.check_plausible`) on a point table: the median of its
+    blue, green and red values (after --scale/--offset) must be plausible reflectance, so DN
+    x 10,000 read without --scale is refused instead of scored."""
+    from glacierfacies.scenes.base import check_plausible
+
+    rgb = np.asarray(rgb, dtype=np.float64).T  # (3, N)
+    check_plausible(rgb, np.isfinite(rgb).all(axis=0), path, min_pixels=PLAUSIBILITY_MIN_ROWS)
 
 
 @dataclass
@@ -268,6 +283,9 @@ def read_point_values(
     optical = [i for i, f in enumerate(names) if f in OPTICAL_BANDS]
     values[:, optical] = (values[:, optical] * (1.0 if scale is None else scale)
                           + (0.0 if offset is None else offset))
+    rgb = [names.index(b) for b in OPTICAL_BANDS[:3] if b in names]
+    if len(rgb) == 3:
+        check_point_reflectance(values[:, rgb], path)
     labels = raw = None
     if class_column in df.columns:
         raw = df[class_column].astype(str).str.strip()

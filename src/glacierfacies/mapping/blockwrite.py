@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from glacierfacies._io import atomic_output, check_output_folder
+from glacierfacies._io import atomic_output, check_output_folder, sweep_temporaries, temp_prefix
 from glacierfacies.classes import CLASS_NAMES, NODATA_CLASS, colour_table
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import (
@@ -77,7 +77,9 @@ class BlockMapWriter:
 
         # named as `_io.atomic_output` names its temporaries: a run killed mid-map leaves
         # what map-many's rerun sweeps (`distributed._remove_stale_temporaries`)
-        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
+        for t in self._targets(with_qa=True):  # what a map killed mid-write left
+            sweep_temporaries(t)
+        self._dir = Path(tempfile.mkdtemp(prefix=temp_prefix(self.out), suffix=".tmp",
                                           dir=self.out.parent))
         h, w = self.grid.shape
         crs, tr = self.grid.crs, self.grid.transform

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,7 +282,13 @@ def map_scene(
                      "notes": scene_notes(sc), "terrain": stack.terrain.tags()}
             tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
             del stack, sc, pred
+        from glacierfacies.model.builtin import sensor_warning
+
+        mismatch = sensor_warning(models, str(ident["sensor"]))
+        if mismatch:
+            warnings.warn(mismatch, stacklevel=2)
         meta = {
+            **({"WARNING": mismatch} if mismatch else {}),
             "SCENE_ID": str(ident["scene_id"] or scene_stem(scene)),
             "SENSOR": str(ident["sensor"]),
             "ACQUIRED": str(ident["acquired"]),

@@ -133,28 +133,61 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     path = Path(path)
     pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
     if js.is_file() and not pt.is_file():
-        try:
-            card = ModelCard.from_json(js.read_text(), path=str(js))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise InputError(js, f"invalid model card: {exc}") from None
+        card = read_card(js)
         if card.architecture.get("type") == "reference":
             return _load_reference(card, js).to(device).eval(), card
     for p in (pt, js):
         if not p.is_file():
             raise InputError(p, "model file not found (need foldK.pt and its foldK.json card)")
-    try:
-        card = ModelCard.from_json(js.read_text(), path=str(js))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise InputError(js, f"invalid model card: {exc}") from None
+    card = read_card(js)
     if card.architecture.get("type") == "reference":
         return _load_reference(card, js).to(device).eval(), card
-    model = TwoScaleCNN(**card.architecture)
+    try:
+        model = TwoScaleCNN(**card.architecture)
+    except (TypeError, ValueError) as exc:
+        raise InputError(js, f"invalid model card architecture: {_first_line(exc)}") from None
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:  # torch raises several types for bad files
-        raise InputError(pt, f"cannot load weights: {str(exc).splitlines()[0]}") from None
+        raise InputError(pt, f"cannot load weights: {_first_line(exc)}") from None
     return model.to(device).eval(), card
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_card(js: Path) -> ModelCard:
+    """The model card foldK.json, its fields checked: a one-line InputError naming it when it
+    is not JSON text, not a card, or holds fields of the wrong type."""
+    try:
+        card = ModelCard.from_json(js.read_text(encoding="utf-8"), path=str(js))
+    except (ValueError, TypeError, AttributeError) as exc:  # JSON, UTF-8, not a mapping
+        raise InputError(js, f"invalid model card: {_first_line(exc)}") from None
+    names = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    norm = card.normalisation
+    numbers = lambda v: isinstance(v, list) and all(  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    problems = [
+        name for name, ok in (
+            ("features", names(card.features) and card.features),
+            ("classes", names(card.classes) and card.classes),
+            ("patch_size", isinstance(card.patch_size, int) and card.patch_size >= 1),
+            ("architecture", isinstance(card.architecture, dict)),
+            ("normalisation", norm is None or (isinstance(norm, dict) and numbers(norm.get("min"))
+                                               and numbers(norm.get("max")) and
+                                               len(norm["min"]) == len(norm["max"]) ==
+                                               len(card.features or []))),
+            ("calibration", isinstance(card.calibration, dict) and (
+                "temperature" not in card.calibration or (
+                    isinstance(card.calibration["temperature"], (int, float))
+                    and card.calibration["temperature"] > 0))),
+        ) if not ok]
+    if problems:
+        raise InputError(js, f"invalid model card: bad {', '.join(problems)}")
+    return card
 
 
 def _card_get(card: Any, key: str, default: Any = None) -> Any:

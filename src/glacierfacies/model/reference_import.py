@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from glacierfacies._io import sweep_temporaries, temp_prefix
 from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError, ModelMismatchError
 from glacierfacies.model.card import ModelCard
@@ -203,7 +204,8 @@ def import_reference(path: str | os.PathLike, out_dir: str | os.PathLike, *,
                      None)
     members = []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    sweep_temporaries(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir), suffix=".tmp", dir=out_dir.parent))
     try:
         for fold, f in sorted(files.items()):
             calib = {"method": "none",

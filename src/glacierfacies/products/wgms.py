@@ -49,11 +49,45 @@ def _read_csv(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    _check_complete(path, len(df.columns))
+    df.attrs["path"] = str(path)
     return df
 
 
-def _numeric(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce")
+def _check_complete(path: Path, n_columns: int) -> None:
+    """InputError when the file ends in the middle of a row (a truncated copy or download):
+    its last line, without a newline, has fewer fields than the header."""
+    import csv
+    import io
+
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.rsplit(b"\n", 1)[-1].decode("latin-1")
+    fields = next(csv.reader(io.StringIO(last)), [])
+    if len(fields) < n_columns:
+        raise InputError(path, f"the last row has {len(fields)} of {n_columns} fields: the "
+                               "file is cut short (truncated copy?)")
+
+
+def _numeric(s: pd.Series, df: pd.DataFrame | None = None) -> pd.Series:
+    """The numbers of a column; a text that is not one (`n.a.`, `-`) is an InputError naming
+    the file, column and row instead of a silently dropped glacier-year (leave a missing
+    value empty, as WGMS does)."""
+    out = pd.to_numeric(s, errors="coerce")
+    if df is not None and isinstance(s, pd.Series) and not pd.api.types.is_numeric_dtype(s):
+        text = s.astype("string").str.strip()
+        bad = out.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan"])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(df.attrs.get("path"), f"column {s.name}: {int(bad.sum())} value(s) "
+                                                   f"are not numbers (row {i + 2}: {text.iloc[i]!r});"
+                                                   " leave missing values empty")
+    return out
 
 
 def read_overview(path: str | Path) -> pd.DataFrame:
@@ -61,12 +95,12 @@ def read_overview(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     df = _read_csv(path, OVERVIEW_COLUMNS, encoding="latin-1")
     out = pd.DataFrame({
-        "wgms_id": _numeric(df["WGMS_ID"]).astype("Int64"),
+        "wgms_id": _numeric(df["WGMS_ID"], df).astype("Int64"),
         "name": df["NAME"].astype(str).str.strip(),
-        "year": _numeric(df["Year"]).astype("Int64"),
+        "year": _numeric(df["Year"], df).astype("Int64"),
         "ela_prefix": df["ELA_PREFIX"].astype("string").fillna("").str.strip(),
-        "ela_m": _numeric(df["ELA"]),
-        "aar": _numeric(df["AAR"]) / 100.0,
+        "ela_m": _numeric(df["ELA"], df),
+        "aar": _numeric(df["AAR"], df) / 100.0,
     })
     return out.dropna(subset=["wgms_id", "year"])
 
@@ -81,13 +115,13 @@ def read_mbdata(folder: str | Path) -> pd.DataFrame:
     for f in files:
         df = _read_csv(f, MBDATA_COLUMNS)
         frames.append(pd.DataFrame({
-            "wgms_id": _numeric(df["WGMS_ID"]).astype("Int64"),
+            "wgms_id": _numeric(df["WGMS_ID"], df).astype("Int64"),
             "rgi_id": df["RGI_ID"].astype("string").str.strip(),
             "name": df["NAME"].astype(str).str.strip(),
-            "year": _numeric(df["YEAR"]).astype("Int64"),
-            "annual_balance_mwe": _numeric(df["ANNUAL_BALANCE"]) / 1000.0,
-            "winter_balance_mwe": _numeric(df.get("WINTER_BALANCE", np.nan)) / 1000.0,
-            "summer_balance_mwe": _numeric(df.get("SUMMER_BALANCE", np.nan)) / 1000.0,
+            "year": _numeric(df["YEAR"], df).astype("Int64"),
+            "annual_balance_mwe": _numeric(df["ANNUAL_BALANCE"], df) / 1000.0,
+            "winter_balance_mwe": _numeric(df.get("WINTER_BALANCE", np.nan), df) / 1000.0,
+            "summer_balance_mwe": _numeric(df.get("SUMMER_BALANCE", np.nan), df) / 1000.0,
         }))
     return pd.concat(frames, ignore_index=True).dropna(subset=["wgms_id", "year"])
 

@@ -171,13 +171,15 @@ PLAUSIBILITY_MIN_PIXELS = 100
 PLAUSIBILITY_SAMPLE = 200_000
 
 
-def check_plausible(refl: np.ndarray, valid: np.ndarray, source: Any) -> float:
+def check_plausible(refl: np.ndarray, valid: np.ndarray, source: Any,
+                    min_pixels: int = PLAUSIBILITY_MIN_PIXELS) -> float:
     """The median of the valid blue, green and red reflectance; a one-line InputError naming
-    `source` when it is outside `PLAUSIBLE_REFLECTANCE` (DN read as reflectance, ...)."""
+    `source` when it is outside `PLAUSIBLE_REFLECTANCE` (DN read as reflectance, ...).
+    Fewer than `min_pixels` valid pixels (or table rows) are not judged (NaN)."""
     from glacierfacies.scenes.options import PLAUSIBLE_REFLECTANCE
 
     idx = np.flatnonzero(valid.ravel())
-    if idx.size < PLAUSIBILITY_MIN_PIXELS:
+    if idx.size < min_pixels:
         return float("nan")
     if idx.size > PLAUSIBILITY_SAMPLE:
         idx = idx[np.linspace(0, idx.size - 1, PLAUSIBILITY_SAMPLE).astype(np.int64)]

@@ -3,6 +3,7 @@ scale and offset, QA_PIXEL / QA_RADSAT."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -184,6 +185,21 @@ def _landsat_files(tree: ProductFiles, mtl: str, prefix: str, spec: SensorSpec
     return files
 
 
+def _mtl_number(text: str | None, key: str, display: str,
+                valid: tuple[float, float] | None = None) -> float | None:
+    """An MTL value as a number (None when absent); a one-line InputError naming the MTL
+    when it is not one, or outside `valid`."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(display, f"{key} is not a number: {text!r}") from None
+    if not math.isfinite(value) or (valid is not None and not valid[0] <= value <= valid[1]):
+        raise InputError(display, f"{key} = {text} is outside {valid}")
+    return value
+
+
 def _read_landsat(source: tuple[ProductFiles, str], grid: Grid | None,
                   options: ReadOptions | None = None) -> Scene:
     options = options or ReadOptions()
@@ -197,10 +213,12 @@ def _read_landsat(source: tuple[ProductFiles, str], grid: Grid | None,
         n = name.split("_B")[-1]
         mult = groups.get(l2, {}).get(f"REFLECTANCE_MULT_BAND_{n}")
         add = groups.get(l2, {}).get(f"REFLECTANCE_ADD_BAND_{n}")
-        mults.append(float(mult) if mult else None)
-        adds.append(float(add) if add else None)
+        mults.append(_mtl_number(mult, f"REFLECTANCE_MULT_BAND_{n}", display))
+        adds.append(_mtl_number(add, f"REFLECTANCE_ADD_BAND_{n}", display))
     if any(m is not None and abs(m - spec.scale) > 1e-12 for m in mults):
         raise InputError(display, f"unexpected SR scale {mults} (Collection-2 L2 uses 2.75e-05)")
+    if any(a is not None and abs(a - spec.offset) > 1e-9 for a in adds):
+        raise InputError(display, f"unexpected SR offset {adds} (Collection-2 L2 uses -0.2)")
     files = _landsat_files(tree, mtl, prefix, spec)
     date = _mtl_get(groups, "DATE_ACQUIRED")
     ctime = _mtl_get(groups, "SCENE_CENTER_TIME")
@@ -241,7 +259,8 @@ def _read_landsat(source: tuple[ProductFiles, str], grid: Grid | None,
     if az is None or el is None:
         sun_az, sun_el = _sun_from_time(acquired, grid)
     else:
-        sun_az, sun_el = float(az), float(el)
+        sun_az = _mtl_number(az, "SUN_AZIMUTH", display, (-360.0, 360.0))
+        sun_el = _mtl_number(el, "SUN_ELEVATION", display, (-90.0, 90.0))
     return Scene.on_grid(
         grid,
         reflectance=refl,

@@ -163,6 +163,10 @@ def _s2_band_files(tree: ProductFiles) -> dict[str, str]:
         hits = sorted((n for n in files if pat.search(_stem(n))), key=_res_key)
         if hits:
             out[band] = hits[0]
+    if "B08" not in out:  # R60m holds no B08: its NIR is the narrow B8A (as HLS S30 maps it)
+        hits = sorted((n for n in files if _band_pattern("B8A").search(_stem(n))), key=_res_key)
+        if hits:
+            out["B08"] = hits[0]
     return out
 
 
@@ -309,6 +313,7 @@ def _read_s2(path: Path, grid: Grid | None, safe: bool,
         "product_mask": mask_note,
         "saturation": saturation,
         "sun_angles": "MTD_TL.xml" if tl is not None and sun_az is not None else "computed",
+        "nir_band": "B8A" if _band_pattern("B8A").search(_stem(band_files["B08"])) else "B08",
     }
     return Scene.on_grid(
         grid,

@@ -23,7 +23,7 @@ import torch
 
 from glacierfacies._io import atomic_output, write_json
 from glacierfacies.errors import InputError, RunStateError
-from glacierfacies.layout import fold_model_path, get_filepath, models_dir
+from glacierfacies.layout import COMPLETE_MARKER, fold_model_path, get_filepath, models_dir
 from glacierfacies.model.card import ModelCard, save_model
 from glacierfacies.model.network import TwoScaleCNN
 from glacierfacies.tasks import StageLog, fingerprint
@@ -182,6 +182,8 @@ def run_round(
     run_dir = Path(run_dir)
     get_filepath("predictions", run_dir, round=round_no).mkdir(parents=True, exist_ok=True)
     models_dir(run_dir, round_no).mkdir(parents=True, exist_ok=True)
+    marker = models_dir(run_dir, round_no) / COMPLETE_MARKER  # written again after the last fold
+    marker.unlink(missing_ok=True)
     data = data or prepare_training_data(patchset, cfg, cfg.resolved_device())
     n, n_classes = len(data.labels), len(data.class_names)
     oof = np.full((n, n_classes), np.nan, dtype=np.float32)
@@ -221,6 +223,9 @@ def run_round(
                            "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)})
     np.save(get_filepath("oof_logits", run_dir, round=round_no), oof)
     np.save(get_filepath("oof_fold", run_dir, round=round_no), oof_fold)
+    write_json(marker, {"round": round_no, "folds": k,
+                        "models": [fold_model_path(run_dir, round_no, f["test_fold"]).name
+                                   for f in folds_info]})
     return {"oof_logits": oof, "oof_fold": oof_fold, "folds": folds_info, "warnings": warn}
 
 

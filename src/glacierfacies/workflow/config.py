@@ -125,10 +125,9 @@ def load_config(path: str | Path | None) -> tuple[RunConfig, Path]:
         raise InputError(path, f"cannot parse configuration: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise InputError(path, "configuration must be a mapping of keys to values")
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(path, f"unknown configuration key(s) {unknown}; known: {sorted(known)}")
+    from glacierfacies.workflow.schema import check_config
+
+    check_config(raw, path)
     base = path.parent.resolve()
 
     def absolute(p: str) -> str:

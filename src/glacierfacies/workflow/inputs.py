@@ -48,8 +48,9 @@ def input_signatures(inputs: Inputs, out: Path) -> dict[str, list[dict[str, Any]
             for name, paths in groups.items()}
 
 
-def check_run(cfg: RunConfig, out: Path) -> Inputs | None:
+def check_run(cfg: RunConfig, out: Path, source: Path | None = None) -> Inputs | None:
     """Every check `run` can make before it writes anything (InputError on the first failure).
+    `source` (the configuration file) is named when a path it configures does not exist.
 
     The configuration (training preset and settings, device, map options), the output
     folder, and with user data every input: scene patterns and headers, DEM, outlines,
@@ -64,24 +65,33 @@ def check_run(cfg: RunConfig, out: Path) -> Inputs | None:
     cfg.map_config.check()
     if cfg.uses_sample:
         return None
-    inputs = _resolve_inputs(cfg, out)
-    _check_user_inputs(inputs)
+    try:
+        inputs = _resolve_inputs(cfg, out)
+    except InputError as exc:
+        if source is not None and exc.path in cfg.scenes:  # the configuration's `scenes`
+            raise InputError(source, f"`scenes`: {exc.path}: {exc.problem}") from None
+        raise
+    _check_user_inputs(inputs, source)
     return inputs
 
 
-def _check_user_inputs(inputs: Inputs) -> None:
+def _check_user_inputs(inputs: Inputs, source: Path | None = None) -> None:
     import rasterio
     from rasterio.warp import transform_bounds
 
-    from glacierfacies.data.build import read_labels
-    from glacierfacies.outlines import read_outlines
+    from glacierfacies.data.build import check_label_glaciers, read_labels
+    from glacierfacies.dem import check_dem
+    from glacierfacies.outlines import find_id_column, read_outlines
     from glacierfacies.scenes.reader import scene_grid, scene_ids
 
     grids = [scene_grid(s) for s in inputs.scenes]
-    for path, what in ((inputs.dem, "DEM"), (inputs.outlines, "outlines"),
-                       (inputs.labels, "labels")):
-        if not path.is_file():
-            raise InputError(path, f"{what} file not found")
+    for path, what in ((inputs.dem, "dem"), (inputs.outlines, "outlines"),
+                       (inputs.labels, "labels"), (inputs.wgms, "wgms")):
+        if path is None or path.exists() and (what == "wgms" or path.is_file()):
+            continue
+        if source is not None:  # name the configuration and its key
+            raise InputError(source, f"`{what}`: {path} does not exist")
+        raise InputError(path, f"{what} file not found")
     try:
         with rasterio.open(inputs.dem) as src:
             if src.crs is None:
@@ -89,6 +99,7 @@ def _check_user_inputs(inputs: Inputs) -> None:
             dem_crs, b = src.crs, src.bounds
     except rasterio.errors.RasterioError as exc:
         raise InputError(inputs.dem, f"cannot read DEM ({str(exc).splitlines()[0]})") from None
+    check_dem(inputs.dem)  # all nodata, or voids without a nodata tag
 
     def overlaps(g: Any) -> bool:
         w, s, e, n = transform_bounds(g.crs, dem_crs, *g.bounds)
@@ -106,7 +117,9 @@ def _check_user_inputs(inputs: Inputs) -> None:
                 raise
     if not touched:
         raise InputError(inputs.outlines, "no outline intersects any scene")
+    find_id_column(read_outlines(inputs.outlines), path=inputs.outlines)  # products' ids
     labels = read_labels(inputs.labels)
+    check_label_glaciers(labels, inputs.outlines, inputs.labels)
     unknown = sorted(set(labels["scene_id"].astype(str)) - set(map(str, scene_ids(inputs.scenes))))
     if unknown:
         raise InputError(inputs.labels, f"label(s) of scene(s) that are not configured: "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glacierfacies._io import write_json
+from glacierfacies.errors import RunStateError
 from glacierfacies.layout import get_filepath
 from glacierfacies.tasks import StageLog, fingerprint
 from glacierfacies.workflow.config import _STAGE_KEYS, RunConfig, _resolve_inputs, load_config
@@ -105,9 +106,49 @@ def run_pipeline(config: str | Path | None, out: str | Path,
     """
     cfg, _ = load_config(config)
     out = Path(out).resolve()
-    user_inputs = check_run(cfg, out)
+    user_inputs = check_run(cfg, out, None if config is None else Path(config))
     out.mkdir(exist_ok=True)
-    write_json(get_filepath("run_config", out), dataclasses.asdict(cfg))
+    with lock_run_folder(out):  # a second `run` on OUT stops here, writing nothing
+        write_json(get_filepath("run_config", out), dataclasses.asdict(cfg))
+        return _run_locked(cfg, out, user_inputs, log)
+
+
+def lock_run_folder(out: Path):
+    """An exclusive lock on OUT/run.lock (fcntl.flock, released when the process ends, even
+    killed); a RunStateError naming the folder when another `run` holds it."""
+    import fcntl
+    import os
+
+    path = get_filepath("run_lock", out)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunStateError(out, f"another `run` (pid {holder}) is writing this folder; wait "
+                                 "for it or use another -o") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return _Lock(fd)
+
+
+class _Lock:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+        import os
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _run_locked(cfg: RunConfig, out: Path, user_inputs, log: Callable[[str], None]) -> Path:
     run = Run(out, cfg, log)
     t0 = time.perf_counter()
     path = lambda key: get_filepath(key, out)  # noqa: E731

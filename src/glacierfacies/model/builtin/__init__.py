@@ -20,7 +20,7 @@ from typing import Any
 from glacierfacies.errors import InputError
 
 __all__ = ["BUILTIN_DIR", "BUILTIN_MODELS", "PREFIX", "BuiltinSpec", "builtin_card",
-           "builtin_files", "is_builtin", "resolve_models"]
+           "builtin_files", "is_builtin", "resolve_models", "sensor_family", "sensor_warning"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 PREFIX = "builtin:"
@@ -83,11 +83,34 @@ def builtin_files(spec: str | os.PathLike) -> list[Path]:
 
 def model_folder_files(folder: Path) -> list[Path]:
     """The fold model cards of a model folder (an imported reference ensemble, a
-    `train` run's models/): foldK.json in fold order."""
+    `train` run's models/): foldK.json in fold order.
+
+    A folder is a model only when finished: a `train` run's models/ holds `complete.json`
+    (written after its last fold), an imported or built ensemble its `model.json`; a
+    folder of a killed training (4 of 6 folds) is refused, naming what is missing."""
+    from glacierfacies.layout import COMPLETE_MARKER
+
     files = sorted(folder.glob("fold*.json"))
     if not files:
         raise InputError(folder, "model folder holds no foldK.json model cards")
-    return files
+    marker = folder / COMPLETE_MARKER
+    if marker.is_file():
+        try:
+            listed = [folder / Path(str(n)).with_suffix(".json").name
+                      for n in json.loads(marker.read_text())["models"]]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(marker, "unreadable model-folder marker; rerun train") from None
+        absent = [p.name for p in listed if not p.is_file()]
+        if absent:
+            raise InputError(folder, f"model folder lacks {', '.join(absent)} that its "
+                                     f"{COMPLETE_MARKER} lists")
+        return listed
+    if (folder / "model.json").is_file():
+        return files
+    raise InputError(folder, f"incomplete model folder: {len(files)} fold model(s) but no "
+                             f"{COMPLETE_MARKER}, which training writes after its last fold "
+                             "(an interrupted `train`? rerun it to finish; or give the "
+                             "fold files one by one)")
 
 
 def resolve_models(specs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -102,6 +125,33 @@ def resolve_models(specs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             out.append(Path(s))
     return out
+
+
+def sensor_family(sensor: str) -> str | None:
+    """'landsat' or 'sentinel2' for a scene's sensor name (landsat8, hls-l30, sentinel2,
+    hls-s30, ...), else None (a generic stack: nothing to compare)."""
+    s = str(sensor).lower().replace("-", "").replace("_", "")
+    if "landsat" in s or "l30" in s:
+        return "landsat"
+    if "sentinel2" in s or "s30" in s:
+        return "sentinel2"
+    return None
+
+
+def sensor_warning(models: Sequence[str | os.PathLike], sensor: str) -> str | None:
+    """The warning for built-in models applied to a scene of another sensor family than
+    their card names (a model of Landsat reflectance on a Sentinel-2 scene), else None."""
+    family = sensor_family(sensor)
+    if family is None:
+        return None
+    for m in models:
+        if is_builtin(m):
+            name = _name(m)
+            if name != family:
+                return (f"{m} was trained on {' and '.join(BUILTIN_MODELS[name].sensors)}, "
+                        f"this scene is {sensor}: expect biased classes (use "
+                        f"{PREFIX}{family})")
+    return None
 
 
 def builtin_card(spec: str | os.PathLike) -> dict[str, Any]:
