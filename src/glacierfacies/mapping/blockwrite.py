@@ -187,7 +187,12 @@ class BlockMapWriter:
             ds.close()
         classes_tif = self._dir / "classes.tif"
         counts = self._smooth(classes_tif)
-        ds_tags, band_tags = class_tags(tags)
+        # what each raster is, in its tags (never guessed from a file name): LAYER on every
+        # output, and the map names its companions (CONFIDENCE, PROBABILITIES) as it names QA
+        companions = {k: v.name for k, v in (("CONFIDENCE", self.confidence_out),
+                                             ("PROBABILITIES", self.probabilities_out))
+                      if v is not None}
+        ds_tags, band_tags = class_tags({**tags, **companions, "LAYER": "facies"})
         scratch = {"map": (classes_tif, "mode", "facies class", ds_tags, band_tags,
                            colour_table())}
         if "conf" in self._ds:
@@ -196,10 +201,11 @@ class BlockMapWriter:
                                "confidence (calibrated probability of the model's class"
                                + (", percent)" if u8 else ")"),
                                {"UNITS": "percent" if u8 else "probability",
-                                "PRODUCER": "glacierfacies", **tags}, None, None)
+                                "PRODUCER": "glacierfacies", **tags, "LAYER": "confidence"},
+                               None, None)
         if "qa" in self._ds:
             scratch["qa"] = (self._dir / "qa.tif", "nearest", "product QA bits",
-                             {"PRODUCER": "glacierfacies", **tags,
+                             {"PRODUCER": "glacierfacies", **tags, "LAYER": "qa",
                               "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
                                          f"{QA_SATURATED}=saturated (kept), "
                                          f"{QA_NODATA}=no valid reflectance, "
@@ -209,7 +215,8 @@ class BlockMapWriter:
             scratch["prob"] = (self._dir / "prob.tif", "average",
                                [f"probability of {name}" for name in CLASS_NAMES],
                                {"UNITS": "probability", "CLASS_NAMES": ",".join(CLASS_NAMES),
-                                "PRODUCER": "glacierfacies", **tags}, None, None)
+                                "PRODUCER": "glacierfacies", **tags, "LAYER": "probabilities"},
+                               None, None)
         self._ds.clear()
         for path, _, desc, t, bt, cmap in scratch.values():
             with rasterio.open(path, "r+") as dst:

@@ -15,7 +15,7 @@ from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import COG_CACHE_MB
 from glacierfacies.mapping.config import MapConfig, PathLike
-from glacierfacies.model.card import check_resolution, load_members
+from glacierfacies.model.card import check_resolution, load_members, trained_classes
 
 
 def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
@@ -293,6 +293,9 @@ def map_scene(
         }
         if writer.has_qa:
             meta["QA"] = qa_path(out).name
+        classes = trained_classes(models) if models else None
+        if classes is not None:  # what the model can see: products say firn_mapped from it
+            meta["MODEL_CLASSES"] = ",".join(c for c in CLASS_NAMES if c in classes)
         outputs, counts = writer.finish(meta)
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],

@@ -38,6 +38,21 @@ CARRY_COLUMNS = ("rgi_id", "glims_id", "wgms_id", "name", "region")
 QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction", "filled_px")
 
 
+#: What each row says of the scene's coverage of the outline: the fraction of the outline
+#: inside the scene's valid footprint (within the raster and with valid reflectance; cloud
+#: masked by the product counts as inside), the share of the outline's edge that runs along
+#: the footprint's edge (an outline cut to the scene: the glacier may go on beyond it), and
+#: the row's flags (`;`-separated; see docs/massbalance.md).
+SCENE_COLUMNS = ("outline_in_scene", "outline_edge_fraction", "flags")
+
+#: an outline whose edge runs along the footprint's edge for this share of its length or more
+#: is flagged ``outline_at_scene_edge`` (a pixel or two by chance stay below it)
+OUTLINE_EDGE_FLAG = 0.005
+
+#: the map's LAYER tag for each companion raster (written by `mapping.blockwrite`)
+LAYERS = ("facies", "confidence", "probabilities", "qa")
+
+
 _DATE_RES = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?:T\d{6})?(?!\d)"),
@@ -79,20 +94,79 @@ def scene_metadata(path: Path, tags: dict[str, str], override: dict[str, str] | 
     return {"scene_id": str(scene_id), "date": date, "sensor": str(sensor)}
 
 
-def _find_confidence(map_path: Path, ds: rasterio.DatasetReader) -> Path | int | None:
-    """A confidence layer for a map: band 2 named 'confidence', or a sibling *confidence*.tif."""
-    for b, desc in enumerate(ds.descriptions, start=1):
-        if b > 1 and desc and "confidence" in desc.lower():
-            return b
+def _layer(path: Path) -> tuple[str | None, int, str]:
+    """(LAYER tag, band count, first band description) of a raster; InputError if unreadable."""
+    try:
+        with rasterio.open(path) as ds:
+            return ds.tags().get("LAYER"), ds.count, (ds.descriptions[0] or "")
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(path, f"not a readable raster ({str(exc).splitlines()[0]})") from None
+
+
+def _is_layer(path: Path, kind: str) -> bool:
+    """Whether a raster is a `kind` layer by its tags (maps written before the LAYER tag:
+    by band count and description, never by its file name)."""
+    layer, count, desc = _layer(path)
+    if layer is not None:
+        return layer == kind
+    if kind == "probabilities":
+        return count == N_CLASSES and desc.lower().startswith("probability")
+    return count == 1 and desc.lower().startswith("confidence")
+
+
+def _check_given(path: Path, kind: str) -> Path:
+    """A companion given on the command line: it must exist and not say it is another layer."""
+    if not path.is_file():
+        raise InputError(path, f"{kind} raster not found")
+    layer, count, _ = _layer(path)
+    if layer is not None and layer != kind:
+        raise InputError(path, f"given as {kind} but its LAYER tag says {layer!r}")
+    if kind == "probabilities" and count != N_CLASSES:
+        raise InputError(path, f"class probabilities need {N_CLASSES} bands, got {count}")
+    if kind == "confidence" and count != 1:
+        raise InputError(path, f"a confidence raster has 1 band, got {count}")
+    return path
+
+
+def find_companion(map_path: Path, ds: rasterio.DatasetReader, kind: str
+                   ) -> Path | int | None:
+    """The confidence or probabilities raster of a map, from the map's own tags.
+
+    The map names its companions (tags CONFIDENCE, PROBABILITIES, as it names QA); maps
+    written before those tags: a map band described as confidence, or a file beside the map
+    named the way `map`/`run` name them, accepted only if its tags (or, for old files, its
+    bands and descriptions) say it is that layer.
+    """
+    tag = ds.tags().get(kind.upper())
+    if tag:
+        path = map_path.parent / Path(tag).name
+        if path.is_file() and _is_layer(path, kind):
+            return path
+        warnings.warn(f"{map_path.name}: its {kind} raster {path.name} (tag {kind.upper()}) is "
+                      f"{'not that layer' if path.is_file() else 'missing'}; ignored",
+                      stacklevel=2)
+        return None
+    if kind == "confidence":
+        for b, desc in enumerate(ds.descriptions, start=1):
+            if b > 1 and desc and desc.lower().startswith("confidence"):
+                return b
     stem = map_path.name.split(".")[0]
-    candidates = [f"{stem}_confidence.tif", f"{stem}.confidence.tif"]
+    candidates = [f"{stem}_{kind}.tif"]
     for word in ("facies", "classes", "class", "map"):
         if word in stem:
-            candidates.append(stem.replace(word, "confidence") + ".tif")
+            candidates.append(stem.replace(word, kind) + ".tif")
     for c in candidates:
-        if (map_path.parent / c).is_file() and (map_path.parent / c) != map_path:
-            return map_path.parent / c
+        path = map_path.parent / c
+        if path.is_file() and path != map_path and _is_layer(path, kind):
+            return path
     return None
+
+
+def firn_mapped(tags: dict[str, str]) -> bool:
+    """Whether the map's model could predict firn (its MODEL_CLASSES tag; maps without the
+    tag make no claim and are taken to map every class)."""
+    classes = tags.get("MODEL_CLASSES")
+    return True if not classes else "firn" in {c.strip() for c in classes.split(",")}
 
 
 def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
@@ -108,22 +182,82 @@ def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
     return qa
 
 
-def _qa_fractions(qa_ds, wt, crs, shape, mask, product_mask: str) -> dict:
+def _read_qa(qa_ds, wt, crs, shape) -> np.ndarray | None:
+    if qa_ds is None:
+        return None
+    qa = np.zeros(shape, dtype=np.uint8)
+    reproject(rasterio.band(qa_ds, 1), qa, dst_transform=wt, dst_crs=crs,
+              resampling=Resampling.nearest)
+    return qa
+
+
+def _qa_fractions(qa: np.ndarray | None, mask, product_mask: str) -> dict:
     """The QA_COLUMNS of one glacier: the mask used, the masked and saturated fractions."""
     from glacierfacies.scenes.masks import QA_FILLED, QA_MASKED, QA_SATURATED
 
     out = {"product_mask": product_mask or "none", "masked_fraction": float("nan"),
            "saturated_fraction": float("nan"), "filled_px": float("nan")}
-    if qa_ds is None or not mask.any():
+    if qa is None or not mask.any():
         return out
-    qa = np.zeros(shape, dtype=np.uint8)
-    reproject(rasterio.band(qa_ds, 1), qa, dst_transform=wt, dst_crs=crs,
-              resampling=Resampling.nearest)
     n = int(mask.sum())
     out["masked_fraction"] = float(((qa & QA_MASKED) > 0)[mask].sum() / n)
     out["saturated_fraction"] = float(((qa & QA_SATURATED) > 0)[mask].sum() / n)
     out["filled_px"] = int(((qa & QA_FILLED) > 0)[mask].sum())
     return out
+
+
+def outline_coverage(mask: np.ndarray, inside: np.ndarray, cmap: np.ndarray,
+                     qa: np.ndarray | None = None) -> tuple[float, float]:
+    """(outline_in_scene, outline_edge_fraction) of one glacier on a map window.
+
+    `mask` the glacier pixels, `inside` the pixels within the raster, `cmap` the class map
+    (nodata 255), `qa` the QA band or None. In the valid footprint: inside the raster and
+    classified, or masked by the product's cloud mask (seen by the sensor, hidden by cloud).
+    The edge fraction: of the glacier's boundary pixels in the footprint, the share whose
+    4-neighbour lies outside the raster or is a glacier pixel outside the footprint.
+    """
+    from glacierfacies.scenes.masks import QA_MASKED
+
+    valid = inside & (cmap != NODATA_CLASS)
+    if qa is not None:
+        valid |= inside & ((qa & QA_MASKED) > 0)
+    n = int(mask.sum())
+    in_scene = mask & valid
+    if not n:
+        return float("nan"), float("nan")
+    pad_in = np.pad(in_scene, 1, constant_values=False)
+    pad_out = np.pad(~inside | (mask & ~valid), 1, constant_values=True)
+    boundary = np.zeros_like(in_scene)
+    edge = np.zeros_like(in_scene)
+    h, w = in_scene.shape
+    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        nb_in = pad_in[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+        nb_out = pad_out[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+        boundary |= in_scene & ~nb_in
+        edge |= in_scene & nb_out
+    nb = int(boundary.sum())
+    return float(in_scene.sum() / n), float(edge.sum() / nb) if nb else float("nan")
+
+
+def row_flags(values: dict, config: mb.ProductConfig) -> list[str]:
+    """The flags of one product row, withholding AAR and lines in place where the outline
+    lies mostly outside the scene (`ProductConfig.outline_withhold_below`)."""
+    flags = []
+    ins, edge = values["outline_in_scene"], values["outline_edge_fraction"]
+    if np.isfinite(ins) and ins < config.outline_warn_below:
+        flags.append(f"outline_in_scene<{config.outline_warn_below:g}")
+    if np.isfinite(edge) and edge >= OUTLINE_EDGE_FLAG:
+        flags.append("outline_at_scene_edge")
+    if np.isfinite(ins) and ins < config.outline_withhold_below:
+        flags.append(f"withheld:outline_in_scene<{config.outline_withhold_below:g}")
+        for key in ("aar", "aar_unc", "aar_snow_firn", "aar_snow_firn_unc", "snowline_m",
+                    "snowline_unc_m", "firnline_m", "firnline_unc_m"):
+            values[key] = float("nan")
+    if not values.get("firn_mapped", True):
+        flags.append("firn_not_mapped")
+    if str(values.get("uncertainty_method", "")).startswith("fallback"):
+        flags.append("uncertainty_fallback")
+    return flags
 
 
 # ---------------------------------------------------------------- products
@@ -173,7 +307,8 @@ def compute_products(
         if dem_ds is not None:
             dem_ds.close()
     columns = ["glacier", *[c for c in CARRY_COLUMNS if c in gdf.columns and c != col],
-               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *QA_COLUMNS]
+               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *SCENE_COLUMNS,
+               *QA_COLUMNS]
     table = pd.DataFrame(rows, columns=[*columns, "_row"])
     geometry = gdf.geometry.iloc[table["_row"].to_numpy()] if len(table) else gdf.geometry[:0]
     table["hemisphere"] = outline_hemispheres(geometry)
@@ -181,13 +316,13 @@ def compute_products(
                             crs=gdf.crs)
 
 
-def check_product_inputs(config: mb.ProductConfig, dem, probabilities) -> None:
+def check_product_inputs(config: mb.ProductConfig, dem, probabilities=None) -> None:
     """No silent switch of method: the shadow method's inputs must be there."""
     if config.shadow == "snowline" and dem is None:
         raise InputError(None, "--shadow snowline needs --dem (shadowed pixels take the side "
                                "of the snowline they lie on); give --dem or --shadow exclude")
-    if config.shadow == "probabilities" and not (probabilities and any(probabilities)):
-        raise InputError(None, "--shadow probabilities needs --probabilities for every map")
+    # --shadow probabilities: each map's probabilities are given or named by its tags
+    # (checked map by map in `_map_products`)
 
 
 def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_override):
@@ -202,16 +337,24 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
             raise InputError(map_path, "map has no CRS")
         if ds.dtypes[0] != "uint8":
             raise InputError(map_path, f"facies map must be uint8 class codes, got {ds.dtypes[0]}")
-        meta = scene_metadata(map_path, ds.tags(), scene_override)
-        product_mask = ds.tags().get("PRODUCT_MASK", "")
+        tags = ds.tags()
+        layer = tags.get("LAYER")
+        if layer is not None and layer != "facies":
+            raise InputError(map_path, f"given as a facies map but its LAYER tag says {layer!r}")
+        meta = scene_metadata(map_path, tags, scene_override)
+        product_mask = tags.get("PRODUCT_MASK", "")
+        firn = firn_mapped(tags)
         qa_src = _find_qa(map_path, ds)
-        conf_src = Path(conf_arg) if conf_arg else _find_confidence(map_path, ds)
+        conf_src = (_check_given(Path(conf_arg), "confidence") if conf_arg
+                    else find_companion(map_path, ds, "confidence"))
+        prob_src = (_check_given(Path(prob_arg), "probabilities") if prob_arg
+                    else find_companion(map_path, ds, "probabilities"))
         conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
         qa_ds = rasterio.open(qa_src) if qa_src is not None else None
-        prob_ds = rasterio.open(prob_arg) if prob_arg else None
-        if prob_ds is not None and prob_ds.count != N_CLASSES:
-            raise InputError(prob_arg, f"class probabilities need {N_CLASSES} bands, "
-                                       f"got {prob_ds.count}")
+        prob_ds = rasterio.open(prob_src) if prob_src is not None else None
+        if prob_ds is None and config.shadow == "probabilities":
+            raise InputError(map_path, "--shadow probabilities needs the map's probabilities "
+                                       "(none given or named by its tags)")
         try:
             outlines = gdf.to_crs(ds.crs)
             pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
@@ -252,9 +395,27 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                     prob = np.zeros((N_CLASSES, *shape), dtype=np.float32)
                     reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
                               dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
-                values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config)
-                values.update(_qa_fractions(qa_ds, wt, ds.crs, shape, mask, product_mask))
-                row = {"glacier": str(gdf[col].iloc[j]), **meta, **values, "_row": j}
+                values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config,
+                                             firn_mapped=firn)
+                qa = _read_qa(qa_ds, wt, ds.crs, shape)
+                values.update(_qa_fractions(qa, mask, product_mask))
+                rows_idx = np.arange(r0, r0 + shape[0])[:, None]
+                cols_idx = np.arange(c0, c0 + shape[1])[None, :]
+                inside = ((rows_idx >= 0) & (rows_idx < ds.height) & (cols_idx >= 0)
+                          & (cols_idx < ds.width))
+                values["outline_in_scene"], values["outline_edge_fraction"] = (
+                    outline_coverage(mask, inside, cmap, qa))
+                flags = row_flags(values, config)
+                values["flags"] = ";".join(flags)
+                name = str(gdf[col].iloc[j])
+                if any(f.startswith(("outline_", "withheld")) for f in flags):
+                    warnings.warn(
+                        f"{map_path.name}: glacier {name}: {values['outline_in_scene']:.1%} of "
+                        f"its outline in the scene's valid footprint, "
+                        f"{values['outline_edge_fraction']:.1%} of its edge on the scene's "
+                        f"edge ({', '.join(f for f in flags if f.startswith(('outline_', 'withheld')))})",
+                        stacklevel=2)
+                row = {"glacier": name, **meta, **values, "_row": j}
                 for c in CARRY_COLUMNS:
                     if c in gdf.columns and c != col:
                         row[c] = gdf[c].iloc[j]

@@ -46,6 +46,7 @@ def stage_real_example(out: Path, map_config=None) -> dict[str, Any]:
             warnings.simplefilter("ignore", UserWarning)
             res = map_scene(ex / stem, dem, outlines, [model], facies, config=map_config,
                             confidence_out=facies.with_name(f"{stem}_confidence.tif"),
+                            probabilities_out=facies.with_name(f"{stem}_probabilities.tif"),
                             overwrite=True, progress=False)
         shares = zone_shares(facies, dem, outlines)
         done.append({"scene": stem, "what": what, "model": model, "map": str(facies),
