@@ -103,8 +103,8 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
 UNCERTAINTY_METHODS: dict[str, str] = {
     "probabilities": "",
     "fallback:confidence-bound": (
-        "fallback: no class probabilities for this map; a conservative bound from the "
-        "calibrated confidence (larger or smaller than the probabilities' value)"),
+        "fallback: no class probabilities for this map; a bound from the calibrated "
+        "confidence, which can differ from the probabilities' value either way"),
     "fallback:cost-tolerance": (
         "fallback: neither probabilities nor confidence; line widths from the "
         "misclassification cost, aar_unc the AAR change of a line moved by that width"),

@@ -43,7 +43,7 @@ QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction", "filled_p
 #: masked by the product counts as inside), the share of the outline's edge that runs along
 #: the footprint's edge (an outline cut to the scene: the glacier may go on beyond it), and
 #: the row's flags (`;`-separated; see docs/massbalance.md).
-SCENE_COLUMNS = ("outline_in_scene", "outline_edge_fraction", "flags")
+SCENE_COLUMNS = ("outline_in_scene", "outline_edge_fraction", "product_flags")
 
 #: an outline whose edge runs along the footprint's edge for this share of its length or more
 #: is flagged ``outline_at_scene_edge`` (a pixel or two by chance stay below it)
@@ -214,7 +214,9 @@ def outline_coverage(mask: np.ndarray, inside: np.ndarray, cmap: np.ndarray,
     (nodata 255), `qa` the QA band or None. In the valid footprint: inside the raster and
     classified, or masked by the product's cloud mask (seen by the sensor, hidden by cloud).
     The edge fraction: of the glacier's boundary pixels in the footprint, the share whose
-    4-neighbour lies outside the raster or is a glacier pixel outside the footprint.
+    4-neighbour lies outside the raster (an outline cut to the image; unclassified pixels
+    inside the raster do not count: a map classifies only the glacier, so its nodata need not
+    be the scene's edge).
     """
     from glacierfacies.scenes.masks import QA_MASKED
 
@@ -226,7 +228,7 @@ def outline_coverage(mask: np.ndarray, inside: np.ndarray, cmap: np.ndarray,
     if not n:
         return float("nan"), float("nan")
     pad_in = np.pad(in_scene, 1, constant_values=False)
-    pad_out = np.pad(~inside | (mask & ~valid), 1, constant_values=True)
+    pad_out = np.pad(~inside, 1, constant_values=False)  # callers give a 1 px margin
     boundary = np.zeros_like(in_scene)
     edge = np.zeros_like(in_scene)
     h, w = in_scene.shape
@@ -365,9 +367,10 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 if gx1 < left or gx0 > right or gy1 < bottom or gy0 > top:
                     continue
                 win = from_bounds(gx0, gy0, gx1, gy1, ds.transform)
-                c0, r0 = int(np.floor(win.col_off)), int(np.floor(win.row_off))
-                c1 = int(np.ceil(win.col_off + win.width))
-                r1 = int(np.ceil(win.row_off + win.height))
+                # one pixel of margin: every glacier pixel's neighbours lie in the window
+                c0, r0 = int(np.floor(win.col_off)) - 1, int(np.floor(win.row_off)) - 1
+                c1 = int(np.ceil(win.col_off + win.width)) + 1
+                r1 = int(np.ceil(win.row_off + win.height)) + 1
                 win = Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
                 wt = ds.window_transform(win)
                 shape = (int(win.height), int(win.width))
@@ -406,7 +409,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 values["outline_in_scene"], values["outline_edge_fraction"] = (
                     outline_coverage(mask, inside, cmap, qa))
                 flags = row_flags(values, config)
-                values["flags"] = ";".join(flags)
+                values["product_flags"] = ";".join(flags)
                 name = str(gdf[col].iloc[j])
                 if any(f.startswith(("outline_", "withheld")) for f in flags):
                     warnings.warn(
