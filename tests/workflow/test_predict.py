@@ -174,7 +174,7 @@ def _binary_table(path, n_per=20, seed=1):
     rng = np.random.default_rng(seed)
     rows = []
     for code, spec in SPECTRA.items():
-        for i in range(n_per):
+        for _ in range(n_per):
             v = np.array(spec) * (1 + rng.normal(0, 0.02, 6))
             rows.append({"truth": int(code == "1"), "ndsi": f"{rng.uniform():.9f}",
                          **dict(zip(COLS, v, strict=True))})
