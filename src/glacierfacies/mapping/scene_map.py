@@ -189,7 +189,9 @@ def _predict_blocks(
                              device=device, precision=precision, return_probs=return_probs)
         core = core_of(margin, bh, bw)
         writer.write(r0, c0, pred.classes[core], pred.confidence[core], qa,
-                     None if pred.probs is None else pred.probs[(slice(None), *core)])
+                     None if pred.probs is None else pred.probs[(slice(None), *core)],
+                     None if pred.member_classes is None
+                     else pred.member_classes[(slice(None), *core)])
         info["blocks_run"] += 1
         info["tiles_run"] += pred.tiles_run
         info["tiles_skipped"] += pred.tiles_skipped
@@ -257,7 +259,9 @@ def map_scene(
     writer = BlockMapWriter(grid, out, confidence_out=confidence_out,
                             confidence_dtype=cfg.confidence_dtype, qa_out=qa_path(out),
                             probabilities_out=probabilities_out, overwrite=overwrite,
-                            smoothing=smoothing)
+                            smoothing=smoothing,
+                            member_names=[f"member {k}" for k in range(len(members))]
+                            if len(members) > 1 else None)
     # a bounded GDAL block cache: scratch writes and COG copies stay small on a whole tile
     with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB), writer:
         if block_size > 0:
@@ -276,7 +280,8 @@ def map_scene(
                 members, stack, buffer_m, tile_size, device, precision, progress=progress,
                 outlines_path=outlines, return_probs=probabilities_out is not None,
             )
-            writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs)
+            writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs,
+                         pred.member_classes)
             ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
                      "notes": scene_notes(sc), "terrain": stack.terrain.tags()}
             tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}

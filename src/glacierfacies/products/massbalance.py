@@ -91,6 +91,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     "firnline_m",
     "firnline_unc_m",
     "mean_confidence",
+    "aar_member_sd",
     "accumulation",
     "shadow_method",
     "uncertainty_method",
@@ -101,7 +102,9 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
 
 #: `uncertainty_method` values: the definition, and the two labelled fallbacks
 UNCERTAINTY_METHODS: dict[str, str] = {
-    "probabilities": "",
+    "probabilities+members": "",
+    "probabilities": "no member classes in the probabilities raster (a single model, or a "
+                     "map written before them): the ensemble members' spread is not in it",
     "fallback:confidence-bound": (
         "fallback: no class probabilities for this map; a bound from the calibrated "
         "confidence, which can differ from the probabilities' value either way"),
@@ -303,8 +306,13 @@ def glacier_products(
     probabilities: np.ndarray | None = None,
     config: ProductConfig = ProductConfig(),
     firn_mapped: bool = True,
+    member_maps: np.ndarray | None = None,
 ) -> dict[str, float | str]:
     """Products of one glacier in one map, keyed by the `PRODUCT_COLUMNS` names.
+
+    `member_maps` (k, H, W) uint8: the ensemble members' own class maps (k >= 2); with
+    probabilities, the spread of their products (standard deviation over the members) is
+    added in quadrature to the draws' uncertainty (`uncertainty.member_spread`).
 
     `firn_mapped` False (the map's model was never trained on firn): the firn area, firn
     line and snow + firn AAR (and `aar` under ``accumulation="snow+firn"``) are NaN rather
@@ -363,6 +371,15 @@ def glacier_products(
             cmap, sunlit, shade, elevation_m, se, config, probabilities,
             None if probabilities is not None else confidence,
             pixel_size_m=float(np.sqrt(pixel_area_m2)), lines=(sl, fl))
+    spread = None
+    if unc.method == "probabilities" and member_maps is not None and len(member_maps) > 1:
+        member_cfg = config.replace(accumulation="snow")  # `aar` of a member: snow only
+        if config.shadow == "probabilities":  # members have no probabilities of their own
+            member_cfg = member_cfg.replace(
+                shadow="snowline" if elevation_m is not None else "exclude")
+        spread = uncertainty.member_spread(
+            [glacier_products(m, glacier_mask, elevation_m, pixel_area_m2, config=member_cfg)
+             for m in member_maps])
     snow_only = config.accumulation == "snow"
     note = ""
     if unc.method == "none":  # the labelled fallback: the AAR a line moved by its width gives
@@ -381,6 +398,16 @@ def glacier_products(
         floor_f = se.step_floor(fl, gap) if se is not None and np.isfinite(fl) else nan
         out["snowline_unc_m"] = _floor(float(np.hypot(unc.snowline_m, sl_unc)), floor_s, sl)
         out["firnline_unc_m"] = _floor(float(np.hypot(unc.firnline_m, fl_unc)), floor_f, fl)
+    out["aar_member_sd"] = nan if spread is None else spread["aar_snow" if snow_only
+                                                             else "aar_snow_firn"]
+    if spread is not None:  # the model error between members, beside the pixels' own
+        for key, sk in (("aar_unc", "aar_snow" if snow_only else "aar_snow_firn"),
+                        ("aar_snow_firn_unc", "aar_snow_firn"),
+                        ("snowline_unc_m", "snowline_m"), ("firnline_unc_m", "firnline_m")):
+            if np.isfinite(out[key]) and np.isfinite(spread[sk]):
+                out[key] = float(np.hypot(out[key], spread[sk]))
+        unc = uncertainty.ProductUncertainty(unc.aar_snow, unc.aar_snow_firn, unc.snowline_m,
+                                             unc.firnline_m, "probabilities+members")
     if confidence is None and probabilities is not None:  # the same number: confidence is
         # the calibrated probability of the model's class (the ensemble mean's maximum)
         pv = np.asarray(probabilities)[:, glacier_mask & (class_map != NODATA_CLASS)]

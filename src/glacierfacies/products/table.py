@@ -110,7 +110,7 @@ def _is_layer(path: Path, kind: str) -> bool:
     if layer is not None:
         return layer == kind
     if kind == "probabilities":
-        return count == N_CLASSES and desc.lower().startswith("probability")
+        return count >= N_CLASSES and desc.lower().startswith("probability")
     return count == 1 and desc.lower().startswith("confidence")
 
 
@@ -121,7 +121,7 @@ def _check_given(path: Path, kind: str) -> Path:
     layer, count, _ = _layer(path)
     if layer is not None and layer != kind:
         raise InputError(path, f"given as {kind} but its LAYER tag says {layer!r}")
-    if kind == "probabilities" and count != N_CLASSES:
+    if kind == "probabilities" and (count < N_CLASSES or (layer is None and count != N_CLASSES)):
         raise InputError(path, f"class probabilities need {N_CLASSES} bands, got {count}")
     if kind == "confidence" and count != 1:
         raise InputError(path, f"a confidence raster has 1 band, got {count}")
@@ -160,6 +160,18 @@ def find_companion(map_path: Path, ds: rasterio.DatasetReader, kind: str
         if path.is_file() and path != map_path and _is_layer(path, kind):
             return path
     return None
+
+
+def _member_bands(prob_ds) -> list[int]:
+    """The bands of a probabilities raster holding the ensemble members' own classes."""
+    if prob_ds is None:
+        return []
+    text = prob_ds.tags().get("MEMBER_BANDS", "")
+    try:
+        bands = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        return []
+    return [b for b in bands if N_CLASSES < b <= prob_ds.count]
 
 
 def firn_mapped(tags: dict[str, str]) -> bool:
@@ -354,6 +366,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
         conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
         qa_ds = rasterio.open(qa_src) if qa_src is not None else None
         prob_ds = rasterio.open(prob_src) if prob_src is not None else None
+        member_bands = _member_bands(prob_ds)
         if prob_ds is None and config.shadow == "probabilities":
             raise InputError(map_path, "--shadow probabilities needs the map's probabilities "
                                        "(none given or named by its tags)")
@@ -393,13 +406,19 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                     reproject(rasterio.band(conf_ds, 1), conf, dst_transform=wt,
                               dst_crs=ds.crs, dst_nodata=255 if is_int else np.nan,
                               resampling=Resampling.nearest)
-                prob = None
+                prob = members = None
                 if prob_ds is not None:
                     prob = np.zeros((N_CLASSES, *shape), dtype=np.float32)
                     reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
                               dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
+                    if member_bands:
+                        mf = np.full((len(member_bands), *shape), np.nan, np.float32)
+                        reproject(rasterio.band(prob_ds, member_bands), mf, dst_transform=wt,
+                                  dst_crs=ds.crs, dst_nodata=np.nan,
+                                  resampling=Resampling.nearest)
+                        members = np.where(np.isfinite(mf), mf, NODATA_CLASS).astype(np.uint8)
                 values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config,
-                                             firn_mapped=firn)
+                                             firn_mapped=firn, member_maps=members)
                 qa = _read_qa(qa_ds, wt, ds.crs, shape)
                 values.update(_qa_fractions(qa, mask, product_mask))
                 rows_idx = np.arange(r0, r0 + shape[0])[:, None]
