@@ -253,16 +253,23 @@ def outline_coverage(mask: np.ndarray, inside: np.ndarray, cmap: np.ndarray,
     return float(in_scene.sum() / n), float(edge.sum() / nb) if nb else float("nan")
 
 
-def row_flags(values: dict, config: mb.ProductConfig) -> list[str]:
+def row_flags(values: dict, config: mb.ProductConfig, qa_missing: bool = False) -> list[str]:
     """The flags of one product row, withholding AAR and lines in place where the outline
-    lies mostly outside the scene (`ProductConfig.outline_withhold_below`)."""
+    lies mostly outside the scene (`ProductConfig.outline_withhold_below`).
+
+    `qa_missing`: the map was made with a product mask but its QA band is not beside it, so
+    cloud-masked pixels cannot be told from pixels outside the scene: `outline_in_scene` is
+    then a lower bound (flag ``outline_in_scene_lower_bound``) and nothing is withheld.
+    """
     flags = []
     ins, edge = values["outline_in_scene"], values["outline_edge_fraction"]
     if np.isfinite(ins) and ins < config.outline_warn_below:
         flags.append(f"outline_in_scene<{config.outline_warn_below:g}")
+        if qa_missing:
+            flags.append("outline_in_scene_lower_bound")
     if np.isfinite(edge) and edge >= OUTLINE_EDGE_FLAG:
         flags.append("outline_at_scene_edge")
-    if np.isfinite(ins) and ins < config.outline_withhold_below:
+    if np.isfinite(ins) and ins < config.outline_withhold_below and not qa_missing:
         flags.append(f"withheld:outline_in_scene<{config.outline_withhold_below:g}")
         for key in ("aar", "aar_unc", "aar_snow_firn", "aar_snow_firn_unc", "snowline_m",
                     "snowline_unc_m", "firnline_m", "firnline_unc_m"):
@@ -357,6 +364,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
             raise InputError(map_path, f"given as a facies map but its LAYER tag says {layer!r}")
         meta = scene_metadata(map_path, tags, scene_override)
         product_mask = tags.get("PRODUCT_MASK", "")
+        masked_map = bool(product_mask) and not product_mask.startswith(("none", "off"))
         firn = firn_mapped(tags)
         qa_src = _find_qa(map_path, ds)
         conf_src = (_check_given(Path(conf_arg), "confidence") if conf_arg
@@ -427,7 +435,7 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                           & (cols_idx < ds.width))
                 values["outline_in_scene"], values["outline_edge_fraction"] = (
                     outline_coverage(mask, inside, cmap, qa))
-                flags = row_flags(values, config)
+                flags = row_flags(values, config, qa_missing=qa is None and masked_map)
                 values["product_flags"] = ";".join(flags)
                 name = str(gdf[col].iloc[j])
                 if any(f.startswith(("outline_", "withheld")) for f in flags):
