@@ -311,7 +311,8 @@ def scores_lines(scores: dict[str, Any]) -> list[str]:
     elif scores.get("kind") == "classes":
         classes = scores.get("macro_f1_classes") or []
         lines.append(f"labels of one class only ({classes[0]}): no macro F1" if classes
-                     else "no label maps to a class of the model: no class scores")
+                     else "no label maps to a class of the model: no class scores (map the "
+                          "label codes with --class-map CODE=class,...)")
     if scores.get("group"):
         g = scores["group"]
         f1 = "–" if g["f1"] is None else f"{g['f1']:.3f}"
