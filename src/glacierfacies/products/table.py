@@ -21,7 +21,9 @@ from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
+from glacierfacies.products.coverage import SCENE_COLUMNS, outline_coverage, row_flags
 from glacierfacies.products.hemisphere import outline_hemispheres
+from glacierfacies.products.layers import check_given, find_companion, firn_mapped, member_bands
 from glacierfacies.scenes.grid import Grid
 
 __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
@@ -36,21 +38,6 @@ CARRY_COLUMNS = ("rgi_id", "glims_id", "wgms_id", "name", "region")
 #: shadow: nodata in the map, so unobserved) and as saturated (kept), and the glacier pixels
 #: filled by `--fill-gaps` inpainting (observed, so in the class areas); NaN without a QA band.
 QA_COLUMNS = ("product_mask", "masked_fraction", "saturated_fraction", "filled_px")
-
-
-#: What each row says of the scene's coverage of the outline: the fraction of the outline
-#: inside the scene's valid footprint (within the raster and with valid reflectance; cloud
-#: masked by the product counts as inside), the share of the outline's edge that runs along
-#: the footprint's edge (an outline cut to the scene: the glacier may go on beyond it), and
-#: the row's flags (`;`-separated; see docs/massbalance.md).
-SCENE_COLUMNS = ("outline_in_scene", "outline_edge_fraction", "product_flags")
-
-#: an outline whose edge runs along the footprint's edge for this share of its length or more
-#: is flagged ``outline_at_scene_edge`` (a pixel or two by chance stay below it)
-OUTLINE_EDGE_FLAG = 0.005
-
-#: the map's LAYER tag for each companion raster (written by `mapping.blockwrite`)
-LAYERS = ("facies", "confidence", "probabilities", "qa")
 
 
 _DATE_RES = (
@@ -94,93 +81,6 @@ def scene_metadata(path: Path, tags: dict[str, str], override: dict[str, str] | 
     return {"scene_id": str(scene_id), "date": date, "sensor": str(sensor)}
 
 
-def _layer(path: Path) -> tuple[str | None, int, str]:
-    """(LAYER tag, band count, first band description) of a raster; InputError if unreadable."""
-    try:
-        with rasterio.open(path) as ds:
-            return ds.tags().get("LAYER"), ds.count, (ds.descriptions[0] or "")
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(path, f"not a readable raster ({str(exc).splitlines()[0]})") from None
-
-
-def _is_layer(path: Path, kind: str) -> bool:
-    """Whether a raster is a `kind` layer by its tags (maps written before the LAYER tag:
-    by band count and description, never by its file name)."""
-    layer, count, desc = _layer(path)
-    if layer is not None:
-        return layer == kind
-    if kind == "probabilities":
-        return count >= N_CLASSES and desc.lower().startswith("probability")
-    return count == 1 and desc.lower().startswith("confidence")
-
-
-def _check_given(path: Path, kind: str) -> Path:
-    """A companion given on the command line: it must exist and not say it is another layer."""
-    if not path.is_file():
-        raise InputError(path, f"{kind} raster not found")
-    layer, count, _ = _layer(path)
-    if layer is not None and layer != kind:
-        raise InputError(path, f"given as {kind} but its LAYER tag says {layer!r}")
-    if kind == "probabilities" and (count < N_CLASSES or (layer is None and count != N_CLASSES)):
-        raise InputError(path, f"class probabilities need {N_CLASSES} bands, got {count}")
-    if kind == "confidence" and count != 1:
-        raise InputError(path, f"a confidence raster has 1 band, got {count}")
-    return path
-
-
-def find_companion(map_path: Path, ds: rasterio.DatasetReader, kind: str
-                   ) -> Path | int | None:
-    """The confidence or probabilities raster of a map, from the map's own tags.
-
-    The map names its companions (tags CONFIDENCE, PROBABILITIES, as it names QA); maps
-    written before those tags: a map band described as confidence, or a file beside the map
-    named the way `map`/`run` name them, accepted only if its tags (or, for old files, its
-    bands and descriptions) say it is that layer.
-    """
-    tag = ds.tags().get(kind.upper())
-    if tag:
-        path = map_path.parent / Path(tag).name
-        if path.is_file() and _is_layer(path, kind):
-            return path
-        warnings.warn(f"{map_path.name}: its {kind} raster {path.name} (tag {kind.upper()}) is "
-                      f"{'not that layer' if path.is_file() else 'missing'}; ignored",
-                      stacklevel=2)
-        return None
-    if kind == "confidence":
-        for b, desc in enumerate(ds.descriptions, start=1):
-            if b > 1 and desc and desc.lower().startswith("confidence"):
-                return b
-    stem = map_path.name.split(".")[0]
-    candidates = [f"{stem}_{kind}.tif"]
-    for word in ("facies", "classes", "class", "map"):
-        if word in stem:
-            candidates.append(stem.replace(word, kind) + ".tif")
-    for c in candidates:
-        path = map_path.parent / c
-        if path.is_file() and path != map_path and _is_layer(path, kind):
-            return path
-    return None
-
-
-def _member_bands(prob_ds) -> list[int]:
-    """The bands of a probabilities raster holding the ensemble members' own classes."""
-    if prob_ds is None:
-        return []
-    text = prob_ds.tags().get("MEMBER_BANDS", "")
-    try:
-        bands = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        return []
-    return [b for b in bands if N_CLASSES < b <= prob_ds.count]
-
-
-def firn_mapped(tags: dict[str, str]) -> bool:
-    """Whether the map's model could predict firn (its MODEL_CLASSES tag; maps without the
-    tag make no claim and are taken to map every class)."""
-    classes = tags.get("MODEL_CLASSES")
-    return True if not classes else "firn" in {c.strip() for c in classes.split(",")}
-
-
 def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
     """The QA band of a map: the file its QA tag names, beside it (None without one)."""
     name = ds.tags().get("QA")
@@ -216,69 +116,6 @@ def _qa_fractions(qa: np.ndarray | None, mask, product_mask: str) -> dict:
     out["saturated_fraction"] = float(((qa & QA_SATURATED) > 0)[mask].sum() / n)
     out["filled_px"] = int(((qa & QA_FILLED) > 0)[mask].sum())
     return out
-
-
-def outline_coverage(mask: np.ndarray, inside: np.ndarray, cmap: np.ndarray,
-                     qa: np.ndarray | None = None) -> tuple[float, float]:
-    """(outline_in_scene, outline_edge_fraction) of one glacier on a map window.
-
-    `mask` the glacier pixels, `inside` the pixels within the raster, `cmap` the class map
-    (nodata 255), `qa` the QA band or None. In the valid footprint: inside the raster and
-    classified, or masked by the product's cloud mask (seen by the sensor, hidden by cloud).
-    The edge fraction: of the glacier's boundary pixels in the footprint, the share whose
-    4-neighbour lies outside the raster (an outline cut to the image; unclassified pixels
-    inside the raster do not count: a map classifies only the glacier, so its nodata need not
-    be the scene's edge).
-    """
-    from glacierfacies.scenes.masks import QA_MASKED
-
-    valid = inside & (cmap != NODATA_CLASS)
-    if qa is not None:
-        valid |= inside & ((qa & QA_MASKED) > 0)
-    n = int(mask.sum())
-    in_scene = mask & valid
-    if not n:
-        return float("nan"), float("nan")
-    pad_in = np.pad(in_scene, 1, constant_values=False)
-    pad_out = np.pad(~inside, 1, constant_values=False)  # callers give a 1 px margin
-    boundary = np.zeros_like(in_scene)
-    edge = np.zeros_like(in_scene)
-    h, w = in_scene.shape
-    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        nb_in = pad_in[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-        nb_out = pad_out[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-        boundary |= in_scene & ~nb_in
-        edge |= in_scene & nb_out
-    nb = int(boundary.sum())
-    return float(in_scene.sum() / n), float(edge.sum() / nb) if nb else float("nan")
-
-
-def row_flags(values: dict, config: mb.ProductConfig, qa_missing: bool = False) -> list[str]:
-    """The flags of one product row, withholding AAR and lines in place where the outline
-    lies mostly outside the scene (`ProductConfig.outline_withhold_below`).
-
-    `qa_missing`: the map was made with a product mask but its QA band is not beside it, so
-    cloud-masked pixels cannot be told from pixels outside the scene: `outline_in_scene` is
-    then a lower bound (flag ``outline_in_scene_lower_bound``) and nothing is withheld.
-    """
-    flags = []
-    ins, edge = values["outline_in_scene"], values["outline_edge_fraction"]
-    if np.isfinite(ins) and ins < config.outline_warn_below:
-        flags.append(f"outline_in_scene<{config.outline_warn_below:g}")
-        if qa_missing:
-            flags.append("outline_in_scene_lower_bound")
-    if np.isfinite(edge) and edge >= OUTLINE_EDGE_FLAG:
-        flags.append("outline_at_scene_edge")
-    if np.isfinite(ins) and ins < config.outline_withhold_below and not qa_missing:
-        flags.append(f"withheld:outline_in_scene<{config.outline_withhold_below:g}")
-        for key in ("aar", "aar_unc", "aar_snow_firn", "aar_snow_firn_unc", "snowline_m",
-                    "snowline_unc_m", "firnline_m", "firnline_unc_m"):
-            values[key] = float("nan")
-    if not values.get("firn_mapped", True):
-        flags.append("firn_not_mapped")
-    if str(values.get("uncertainty_method", "")).startswith("fallback"):
-        flags.append("uncertainty_fallback")
-    return flags
 
 
 # ---------------------------------------------------------------- products
@@ -367,14 +204,14 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
         masked_map = bool(product_mask) and not product_mask.startswith(("none", "off"))
         firn = firn_mapped(tags)
         qa_src = _find_qa(map_path, ds)
-        conf_src = (_check_given(Path(conf_arg), "confidence") if conf_arg
+        conf_src = (check_given(Path(conf_arg), "confidence") if conf_arg
                     else find_companion(map_path, ds, "confidence"))
-        prob_src = (_check_given(Path(prob_arg), "probabilities") if prob_arg
+        prob_src = (check_given(Path(prob_arg), "probabilities") if prob_arg
                     else find_companion(map_path, ds, "probabilities"))
         conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
         qa_ds = rasterio.open(qa_src) if qa_src is not None else None
         prob_ds = rasterio.open(prob_src) if prob_src is not None else None
-        member_bands = _member_bands(prob_ds)
+        m_bands = member_bands(prob_ds)
         if prob_ds is None and config.shadow == "probabilities":
             raise InputError(map_path, "--shadow probabilities needs the map's probabilities "
                                        "(none given or named by its tags)")
@@ -419,9 +256,9 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                     prob = np.zeros((N_CLASSES, *shape), dtype=np.float32)
                     reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
                               dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
-                    if member_bands:
-                        mf = np.full((len(member_bands), *shape), np.nan, np.float32)
-                        reproject(rasterio.band(prob_ds, member_bands), mf, dst_transform=wt,
+                    if m_bands:
+                        mf = np.full((len(m_bands), *shape), np.nan, np.float32)
+                        reproject(rasterio.band(prob_ds, m_bands), mf, dst_transform=wt,
                                   dst_crs=ds.crs, dst_nodata=np.nan,
                                   resampling=Resampling.nearest)
                         members = np.where(np.isfinite(mf), mf, NODATA_CLASS).astype(np.uint8)
