@@ -324,9 +324,20 @@ def test_map_scene_buffer_and_block_reading(mapped):
         assert "GRID_CONVERGENCE_DEG" in b.tags()
     np.testing.assert_array_equal(blocks, mode_filter(m0))
     np.testing.assert_array_equal(np.isnan(bprobs), np.isnan(wprobs))
-    np.testing.assert_allclose(bprobs, wprobs, atol=1e-5)  # other tiles: float sums differ
-    np.testing.assert_array_equal(np.argmax(bprobs[:, ok], axis=0), m0[ok])
-    assert (tmp / "blocks.tif").read_bytes() == (tmp / "whole.tif").read_bytes()
+    np.testing.assert_allclose(bprobs[:8], wprobs[:8], atol=1e-5)  # other tiles: sums differ
+    np.testing.assert_array_equal(np.argmax(bprobs[:8, ok], axis=0), m0[ok])
+    # bands 9..: each ensemble member's own class, the same in blocks as in one piece
+    n_members = len(d["models"])
+    assert bprobs.shape[0] == wprobs.shape[0] == 8 + (n_members if n_members > 1 else 0)
+    if n_members > 1:
+        assert (bprobs[8:, ok] == wprobs[8:, ok]).mean() > 0.999
+    # the same map; only the tags naming the companions (other file names here) differ
+    with rasterio.open(tmp / "blocks.tif") as b, rasterio.open(tmp / "whole.tif") as w:
+        np.testing.assert_array_equal(b.read(), w.read())
+        tb, tw = b.tags(), w.tags()
+        assert tb.pop("CONFIDENCE") == "c_blocks.tif" and tb.pop("PROBABILITIES") == \
+            "p_blocks.tif" and tw.pop("CONFIDENCE") == "c_whole.tif"
+        assert tb == tw and tb["LAYER"] == "facies"
     assert (tmp / "c_blocks.tif").read_bytes() == (tmp / "c_whole.tif").read_bytes()
 
 

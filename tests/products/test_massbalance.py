@@ -48,7 +48,13 @@ def test_snowline_and_firnline_synthetic_within_20m():
     truth_sf = ((elev >= 2930.0) & mask).sum() / mask.sum()
     assert abs(p["aar_snow_firn"] - truth_sf) < 0.02
     assert p["accumulation"] == "snow" and p["shadow_method"] == "snowline"
-    assert p["uncertainty_method"] == "cost-tolerance" and np.isnan(p["aar_unc"])
+    # the labelled fallback: the AAR change of the snowline moved by its cost-tolerance width
+    assert p["uncertainty_method"] == "fallback:cost-tolerance"
+    assert p["uncertainty_note"].startswith("fallback: neither probabilities nor confidence")
+    z = elev[mask]
+    sl, w = p["snowline_m"], p["snowline_unc_m"]
+    expect = max(((z >= sl - w) & (z < sl)).sum(), ((z >= sl) & (z < sl + w)).sum()) / z.size
+    assert p["aar_unc"] == pytest.approx(expect, rel=1e-12) and p["aar_unc"] > 0
     both = mb.glacier_products(cmap, mask, elev, 100.0,
                                config=mb.ProductConfig(accumulation="snow+firn"))
     assert both["aar"] == p["aar_snow_firn"] and both["accumulation"] == "snow+firn"
@@ -174,7 +180,7 @@ def test_products_areas_observed_aar_and_shadow():
     conf[4:9] = 60
     p4 = mb.glacier_products(cmap, mask, None, 100.0, confidence=conf, config=exclude)
     assert p4["mean_confidence"] == pytest.approx((32 * 80 + 40 * 60) / 72)
-    assert p4["uncertainty_method"] == "confidence" and p4["aar_unc"] > 0
+    assert p4["uncertainty_method"] == "fallback:confidence-bound" and p4["aar_unc"] > 0
     p5 = mb.glacier_products(cmap, mask, None, 100.0, confidence=np.full((10, 10), 0.7),
                              config=exclude)
     assert p5["mean_confidence"] == pytest.approx(70.0)

@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from glacierfacies.classes import NODATA_CLASS, class_index
+from glacierfacies.products import massbalance as mb
 from glacierfacies.products.table import compute_products, read_products
 
 SNOW, FIRN, ICE, CLOUD = (class_index(n) for n in ("snow", "firn", "ice", "cloud"))
@@ -62,13 +63,15 @@ def world(tmp_path_factory) -> dict:
         "ACQUIRED": "2021-08-28 10:36:29+00:00"})
     conf = np.full((H, W), 90, np.uint8)
     conf[:, 60:] = 70
-    _write(d / name.replace("facies", "confidence"), conf, 255)
+    _write(d / name.replace("facies", "confidence"), conf, 255, tags={"LAYER": "confidence"})
     return {"dir": d, "map": d / name, "dem": d / "dem.tif", "outlines": d / "outlines.gpkg",
             "dem_array": dem}
 
 
 def test_products_from_geotiff(world):
-    t = compute_products([world["map"]], world["outlines"], world["dem"])
+    with pytest.warns(UserWarning, match="glacier RGI60-11.00002: 80.0% of its outline"):
+        t = compute_products([world["map"]], world["outlines"], world["dem"],
+                             mb.ProductConfig(outline_withhold_below=0.5))
     assert list(t["glacier"]) == ["RGI60-11.00001", "RGI60-11.00002"]  # rgi_id before name
     assert list(t["name"]) == ["Alpha", "Beta"] and list(t["wgms_id"]) == [1, 2]
     a, b = t.iloc[0], t.iloc[1]
@@ -84,7 +87,12 @@ def test_products_from_geotiff(world):
     assert abs(a.firnline_m - 2945.0) <= 20.0  # line between rows 45 and 46 (2950 / 2940 m)
     assert a.mean_confidence == pytest.approx(90.0)
     assert a.accumulation == "snow" and a.shadow_method == "snowline"
-    assert a.uncertainty_method == "confidence" and 0 < a.aar_unc < 0.2
+    assert a.uncertainty_method == "fallback:confidence-bound" and 0 < a.aar_unc < 0.2
+    assert a.outline_in_scene == 1.0 and a.firn_mapped  # no MODEL_CLASSES tag: no claim
+    # the box spans all 100 rows: its top and bottom rows (80 of 276 boundary pixels) lie on
+    # the raster's edge, an outline cut to the image
+    assert a.outline_edge_fraction == pytest.approx(80 / 276)
+    assert a.product_flags == "outline_at_scene_edge;uncertainty_fallback"
     assert a.hemisphere == "north"
     # Beta: rows 20..119 of which 100..119 are outside the map, 20 x 10 pixels of cloud
     assert b.glacier_area_km2 == pytest.approx(0.4)
@@ -94,6 +102,17 @@ def test_products_from_geotiff(world):
     assert b.aar_snow_firn == pytest.approx(40 * 26 / observed)  # rows 20..45 snow + firn
     assert b.mean_confidence == pytest.approx((40 * 80 - 200 + 200) / (40 * 80) * 70, rel=1e-6)
     assert t.crs.to_epsg() == 32632 and t.geometry.iloc[0].area == pytest.approx(400000)
+    # 80 of its 100 rows in the scene: flagged; kept above a threshold of 0.5, withheld under
+    # the default 0.9
+    assert b.outline_in_scene == pytest.approx(0.8)
+    assert b.outline_edge_fraction == pytest.approx(40 / 236)  # its row 99 above the edge
+    assert b.product_flags == "outline_in_scene<0.99;outline_at_scene_edge;uncertainty_fallback"
+    with pytest.warns(UserWarning, match="withheld"):
+        d = compute_products([world["map"]], world["outlines"], world["dem"]).iloc[1]
+    assert d.outline_in_scene == pytest.approx(0.8) and "withheld:outline_in_scene<0.9" in d.product_flags
+    assert all(np.isnan(d[c]) for c in ("aar", "aar_unc", "aar_snow_firn", "snowline_m",
+                                        "snowline_unc_m", "firnline_m", "firnline_unc_m"))
+    assert d.glacier_area_km2 == pytest.approx(0.4) and d.observed_fraction == b.observed_fraction
 
 
 def test_write_products_and_cli(world, tmp_path, monkeypatch, capsys):

@@ -300,6 +300,11 @@ def test_qa_band_written_and_counted_in_products(tmp_path, sample_dir):
         alone = compute_products([tmp_path / "alone" / "on.tif"], sample_dir / "outlines.gpkg",
                                  sample_dir / "dem.tif").iloc[0]
     assert np.isnan(alone["masked_fraction"]) and alone["aar"] == r_on["aar"]
+    # cloud cannot be told from outside the scene without it: a lower bound, not withheld
+    assert r_on["outline_in_scene"] == 1.0 and alone["outline_in_scene"] == pytest.approx(
+        1 - (masked & inside & (on == 255)).sum() / n)
+    assert "outline_in_scene_lower_bound" in alone["product_flags"]
+    assert "withheld" not in alone["product_flags"]
     # shadow: "snowline" counts shadowed pixels as observed, so compare with what was lost
     assert r_off["observed_fraction"] - r_on["observed_fraction"] == pytest.approx(
         ((off_map != 255) & (off_map != 7) & masked & inside).sum() / n, abs=1e-9)

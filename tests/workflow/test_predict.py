@@ -167,3 +167,100 @@ def test_predict_geopackage_table(tmp_path):
     cols = [f"p_{c}" for c in CLASS_NAMES]
     assert np.abs(pa[cols].to_numpy() - pb[cols].to_numpy()).max() < 1e-6
     assert list(pa["x"][:3]) == [0.0, 10.0, 20.0] and "geometry" not in pa
+
+
+def _binary_table(path, n_per=20, seed=1):
+    """A snow / no-snow table (the common held-out format): truth 1 = snow, 0 = not."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for code, spec in SPECTRA.items():
+        for _ in range(n_per):
+            v = np.array(spec) * (1 + rng.normal(0, 0.02, 6))
+            rows.append({"truth": int(code == "1"), "ndsi": f"{rng.uniform():.9f}",
+                         **dict(zip(COLS, v, strict=True))})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+BIN = ["--model", "builtin:landsat", "--bands", "landsat89", "--offset", "-0.2",
+       "--class-column", "truth", "--positive", "snow,firn,shadow", "--positive-labels", "1"]
+
+
+def test_predict_binary_table_scores_binary_f1_only(tmp_path):
+    table = _binary_table(tmp_path / "binary.csv")
+    out = tmp_path / "pred.csv"
+    res = _invoke(["predict", table, *BIN, "-o", out])
+    assert res.exit_code == 0, res.output
+    assert "macro F1" not in res.output and "confusion" not in res.output
+    scores = json.loads((tmp_path / "pred_scores.json").read_text())
+    assert scores["kind"] == "binary" and scores["macro_f1"] is None
+    rows = pd.read_csv(out)
+    pred_pos = rows["pred_class"].isin(["snow", "firn", "shadow"]).to_numpy()
+    truth = rows["truth"].to_numpy() == 1
+    tp, fp, fn = (truth & pred_pos).sum(), (~truth & pred_pos).sum(), (truth & ~pred_pos).sum()
+    assert scores["group"]["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert scores["group"]["n_positive"] == 20 and scores["group"]["n"] == 60
+    assert f"binary F1 of snow+firn+shadow against label column values 1: " \
+           f"{scores['group']['f1']:.3f}" in res.output
+    # a class map of the positive value alone: still no (one-class) macro F1
+    res = _invoke(["predict", table, *BIN, "--class-map", "1=snow", "-o", tmp_path / "p2.csv"])
+    assert res.exit_code == 0, res.output
+    assert "labels of one class only (snow): no macro F1" in res.output
+    s2 = json.loads((tmp_path / "p2_scores.json").read_text())
+    assert s2["macro_f1"] is None and s2["group"]["f1"] == scores["group"]["f1"]
+
+
+def test_predict_copies_input_columns_unchanged(tmp_path):
+    table = _binary_table(tmp_path / "binary.csv")
+    out = tmp_path / "pred.csv"
+    assert _invoke(["predict", table, *BIN, "-o", out]).exit_code == 0
+    src = pd.read_csv(table, dtype=str)
+    got = pd.read_csv(out, dtype=str)
+    for c in src.columns:  # the very text of every input column (no %.6g rounding)
+        assert list(got[c]) == list(src[c]), c
+    assert any(len(v.split(".")[1]) > 6 for v in src["SR_B2"])  # there was something to round
+
+
+def test_predict_macro_f1_over_classes_of_both_labels_and_model(tmp_path):
+    table = _table(tmp_path / "points.csv")
+    df = pd.read_csv(table, dtype=str)
+    df.loc[:4, "class"] = "firn"  # five labels of a class builtin:landsat never learnt
+    df.to_csv(table, index=False)
+    out = tmp_path / "pred.csv"
+    res = _invoke(["predict", table, *ARGS[:-2], "--class-map",
+                   "1=snow,2=shadow,3=ice,4=debris,5=water,firn=firn", "-o", out])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "pred_scores.json").read_text())
+    assert s["classes_not_in_model"] == {"firn": 5}
+    assert s["macro_f1_classes"] == ["ice", "snow", "debris"]
+    f1 = [s["per_class_f1"][c] for c in ("ice", "snow", "debris")]
+    assert s["macro_f1"] == pytest.approx(np.mean(f1))
+    assert s["n_scored"] == 55 and "not scored (classes the model does not have): firn (5 " \
+           "points)" in res.output
+
+
+def test_predict_empty_table_is_one_line(tmp_path):
+    table = tmp_path / "empty.csv"
+    pd.DataFrame(columns=[*COLS, "class"]).to_csv(table, index=False)
+    out = tmp_path / "pred.csv"
+    res = _invoke(["predict", table, *ARGS, "-o", out])
+    assert res.exit_code != 0 and "the point table has no rows" in str(res.exception)
+    assert not out.exists() and not (tmp_path / "pred_scores.json").exists()
+
+
+def test_predict_named_band_substitution(tmp_path):
+    table = _binary_table(tmp_path / "binary.csv")
+    df = pd.read_csv(table, dtype=str).drop(columns="SR_B7")  # a table without SWIR2
+    df.to_csv(table, index=False)
+    out = tmp_path / "pred.csv"
+    args = [a if a != "landsat89" else "landsat89,swir2=SR_B6" for a in BIN]
+    with pytest.warns(UserWarning, match="band swir2 read from column SR_B6"):
+        res = _invoke(["predict", table, *args, "-o", out])
+    assert res.exit_code == 0, res.output
+    assert "band substitution: swir2 read from column SR_B6 (that of swir1)" in res.output
+    s = json.loads((tmp_path / "pred_scores.json").read_text())
+    assert s["band_substitutions"] == {"swir2": {"column": "SR_B6", "column_of": "swir1"}}
+    assert s["bands"]["swir2"] == "SR_B6" and s["bands"]["swir1"] == "SR_B6"
+    # without it, the missing band is a one-line refusal naming the column
+    res = _invoke(["predict", table, *BIN, "-o", tmp_path / "p2.csv"])
+    assert res.exit_code != 0 and "SR_B7" in str(res.exception)

@@ -29,18 +29,26 @@ __all__ = ["map_cmd", "map_many_cmd"]
               help="Also write the calibrated confidence COG here.")
 @click.option("--probabilities", "probabilities_out",
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the calibrated class probabilities here (8-band float32 COG; "
-                   "`products --probabilities` takes it for uncertainties).")
+              help="Where the calibrated class probabilities go (8-band float32 COG, what "
+                   "`products` draws its uncertainties from; default: <OUT stem>"
+                   "_probabilities.tif beside the map, named in the map's PROBABILITIES tag).")
+@click.option("--no-probabilities", is_flag=True,
+              help="Do not write the probabilities: `products` then falls back to the "
+                   "confidence bound (labelled in `uncertainty_method`).")
 @map_config_options
 @read_options_decorator
 @overwrite_option("the map, its .qml style and the confidence map")
 def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], out: Path,
-            confidence_out: Path | None, probabilities_out: Path | None, overwrite: bool,
-            **options) -> None:
+            confidence_out: Path | None, probabilities_out: Path | None,
+            no_probabilities: bool, overwrite: bool, **options) -> None:
     """Map the facies of one SCENE (Sentinel-2 .SAFE/.SAFE.zip, Landsat folder/.tar, HLS
     granule or GeoTIFF stack)."""
     from glacierfacies.mapping.scene_map import map_scene
 
+    if no_probabilities:
+        probabilities_out = None
+    elif probabilities_out is None:
+        probabilities_out = out.with_name(out.stem + "_probabilities.tif")
     read = read_options(options)
     res = map_scene(scene, dem, outlines, list(models), out,
                     config=map_config(**options, read=read), confidence_out=confidence_out,

@@ -49,8 +49,10 @@ def _stack(*options: Decorator) -> Decorator:
 #: options, so a table that imports also predicts.
 point_table_options = _stack(
     click.option("--bands", default=None,
-                 help="sentinel2 | landsat89 | blue=COL,green=COL,... (default: columns "
-                      "named blue..swir2)."),
+                 help="sentinel2 | landsat89 | blue=COL,green=COL,... | a preset with "
+                      "overrides, e.g. sentinel2,swir2=B11 (default: columns named "
+                      "blue..swir2). A column read for two bands is a named substitution: "
+                      "reported, and recorded in predict's scores."),
     click.option("--scale", type=float, default=None, help="value * scale + offset."),
     click.option("--offset", type=float, default=None),
     click.option("--class-map", default=None,

@@ -27,8 +27,9 @@ def _split(text: str | None) -> list[str] | None:
 @click.option("--positive", default=None,
               help="Classes of a group to score as one (e.g. snow,firn,shadow): binary F1.")
 @click.option("--positive-labels", default=None,
-              help="Values of the label column that are the group (e.g. 1,2); default: "
-                   "labels that map to --positive classes.")
+              help="Values of the label column that are the group (e.g. 1 for a snow/no-snow "
+                   "table); without --class-map the labels are taken as binary and only the "
+                   "binary F1 is scored. Default: labels that map to --positive classes.")
 @overwrite_option("OUT and its scores")
 def predict_cmd(source, models, out, bands, scale, offset, class_column, class_map, layer,
                 positive, positive_labels, overwrite) -> None:
@@ -44,7 +45,11 @@ def predict_cmd(source, models, out, bands, scale, offset, class_column, class_m
     shares = ", ".join(f"{k} {v / max(res.n_predicted, 1):.0%}"
                        for k, v in res.class_counts.items())
     click.echo(f"{out}: {res.n_predicted} of {res.n_points} points predicted ({shares})")
-    if res.scores is not None:
+    if res.scores is None:
+        for band, sub in res.band_substitutions.items():
+            click.echo(f"band substitution: {band} read from column {sub['column']} "
+                       f"(that of {sub['column_of']})")
+    else:
         for line in scores_lines(res.scores):
             click.echo(line)
         click.echo(f"scores: {res.scores_path}")

@@ -24,9 +24,12 @@ __all__ = ["massbalance_cmd", "products_cmd"]
 @click.option("--id-column", help="Outline column naming glaciers (default: first of "
               "glacier, rgi_id, RGIId, name, Name, wgms_id).")
 @click.option("--confidence", "confidence", multiple=True, type=click.Path(path_type=Path),
-              help="Confidence map per MAP, in order (default: band/sibling named *confidence*).")
+              help="Confidence map per MAP, in order (default: the one the map's CONFIDENCE "
+                   "tag names).")
 @click.option("--probabilities", multiple=True, type=click.Path(path_type=Path),
-              help="8-band class-probability raster per MAP, in order (resolves shadow).")
+              help="Class-probability raster per MAP, in order (default: the one the map's "
+                   "PROBABILITIES tag names; `map` writes it). The uncertainties come from "
+                   "it whenever there is one.")
 @click.option("--shadow", type=click.Choice(["snowline", "exclude", "probabilities"]),
               default="snowline", show_default=True,
               help="Shadowed glacier pixels: side of the snowline they lie on (needs --dem), "
@@ -82,6 +85,10 @@ def products_cmd(maps, outlines, dem, output, id_column, confidence, probabiliti
                    overwrite=overwrite)
     click.echo(f"{len(table)} glacier-scene rows ({table['glacier'].nunique()} glaciers, "
                f"{table['scene_id'].nunique()} scenes) -> {output}")
+    for method, n in table["uncertainty_method"].value_counts().sort_index().items():
+        if str(method).startswith("fallback"):  # never silent: which rows, and why
+            note = table.loc[table["uncertainty_method"] == method, "uncertainty_note"].iloc[0]
+            click.echo(f"uncertainties of {n} row(s): {method} ({note})")
 
 
 def check_date(date: str | None) -> None:

@@ -46,13 +46,15 @@ class BlockMapWriter:
     def __init__(self, grid: Any, out: PathLike, *, confidence_out: PathLike | None = None,
                  confidence_dtype: str = "uint8", qa_out: PathLike | None = None,
                  probabilities_out: PathLike | None = None, overwrite: bool = False,
-                 smoothing: bool = True) -> None:
+                 smoothing: bool = True, member_names: list[str] | None = None) -> None:
         self.grid, self.out = grid, Path(out)
         self.confidence_out = None if confidence_out is None else Path(confidence_out)
         self.qa_out = None if qa_out is None else Path(qa_out)
         self.probabilities_out = None if probabilities_out is None else Path(probabilities_out)
         self.confidence_dtype, self.overwrite, self.smoothing = (
             confidence_dtype, overwrite, smoothing)
+        #: ensemble members whose own classes follow the 8 probabilities (bands 9..)
+        self.member_names = list(member_names or []) if probabilities_out is not None else []
         for t in self._targets(with_qa=False):  # the QA band is checked when it appears
             check_output_folder(t.parent)
             if t.exists() and not overwrite:
@@ -92,7 +94,8 @@ class BlockMapWriter:
                 h, w, 1, dt, crs, tr, nd))
         if self.probabilities_out is not None:
             self._ds["prob"] = rasterio.open(self._dir / "prob.tif", "w", **scratch_profile(
-                h, w, len(CLASS_NAMES), "float32", crs, tr, float("nan")))
+                h, w, len(CLASS_NAMES) + len(self.member_names), "float32", crs, tr,
+                float("nan")))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -124,8 +127,10 @@ class BlockMapWriter:
                                  window=self._window(r0, c0, bh, bw))
 
     def write(self, r0: int, c0: int, classes: np.ndarray, confidence: np.ndarray | None,
-              qa: np.ndarray | None = None, probs: np.ndarray | None = None) -> None:
-        """One block's unsmoothed classes, confidence in [0, 1] (NaN nodata), QA, probs."""
+              qa: np.ndarray | None = None, probs: np.ndarray | None = None,
+              members: np.ndarray | None = None) -> None:
+        """One block's unsmoothed classes, confidence in [0, 1] (NaN nodata), QA, probs and
+        the ensemble members' own classes ((k, h, w) uint8, 255 nodata)."""
         from glacierfacies.scenes.masks import QA_NODATA
 
         bh, bw = classes.shape
@@ -135,7 +140,14 @@ class BlockMapWriter:
             conf, _ = confidence_array(confidence, self.confidence_dtype)
             self._ds["conf"].write(conf, 1, window=win)
         if "prob" in self._ds:
-            self._ds["prob"].write(np.asarray(probs, np.float32), window=win)
+            self._ds["prob"].write(np.asarray(probs, np.float32)[: len(CLASS_NAMES)],
+                                   list(range(1, len(CLASS_NAMES) + 1)), window=win)
+            if self.member_names:
+                k = len(self.member_names)
+                m = (np.full((k, bh, bw), np.nan, np.float32) if members is None
+                     else np.where(members == NODATA_CLASS, np.nan, members).astype(np.float32))
+                self._ds["prob"].write(m, list(range(len(CLASS_NAMES) + 1,
+                                                     len(CLASS_NAMES) + k + 1)), window=win)
         if qa is not None and self.qa_out is not None and not self.has_qa:
             self._open_qa()
         if self.has_qa:
@@ -189,7 +201,12 @@ class BlockMapWriter:
             ds.close()
         classes_tif = self._dir / "classes.tif"
         counts = self._smooth(classes_tif)
-        ds_tags, band_tags = class_tags(tags)
+        # what each raster is, in its tags (never guessed from a file name): LAYER on every
+        # output, and the map names its companions (CONFIDENCE, PROBABILITIES) as it names QA
+        companions = {k: v.name for k, v in (("CONFIDENCE", self.confidence_out),
+                                             ("PROBABILITIES", self.probabilities_out))
+                      if v is not None}
+        ds_tags, band_tags = class_tags({**tags, **companions, "LAYER": "facies"})
         scratch = {"map": (classes_tif, "mode", "facies class", ds_tags, band_tags,
                            colour_table())}
         if "conf" in self._ds:
@@ -198,20 +215,26 @@ class BlockMapWriter:
                                "confidence (calibrated probability of the model's class"
                                + (", percent)" if u8 else ")"),
                                {"UNITS": "percent" if u8 else "probability",
-                                "PRODUCER": "glacierfacies", **tags}, None, None)
+                                "PRODUCER": "glacierfacies", **tags, "LAYER": "confidence"},
+                               None, None)
         if "qa" in self._ds:
             scratch["qa"] = (self._dir / "qa.tif", "nearest", "product QA bits",
-                             {"PRODUCER": "glacierfacies", **tags,
+                             {"PRODUCER": "glacierfacies", **tags, "LAYER": "qa",
                               "QA_BITS": f"{QA_MASKED}=masked by the product mask, "
                                          f"{QA_SATURATED}=saturated (kept), "
                                          f"{QA_NODATA}=no valid reflectance, "
                                          f"{QA_FILLED}=gap filled by inpainting (observed)"},
                              None, None)
         if "prob" in self._ds:
+            n, k = len(CLASS_NAMES), len(self.member_names)
+            member_tags = {"MEMBER_BANDS": ",".join(str(b) for b in range(n + 1, n + k + 1)),
+                           "MEMBER_NAMES": ",".join(self.member_names)} if k else {}
             scratch["prob"] = (self._dir / "prob.tif", "average",
-                               [f"probability of {name}" for name in CLASS_NAMES],
+                               [f"probability of {name}" for name in CLASS_NAMES]
+                               + [f"class of ensemble {m}" for m in self.member_names],
                                {"UNITS": "probability", "CLASS_NAMES": ",".join(CLASS_NAMES),
-                                "PRODUCER": "glacierfacies", **tags}, None, None)
+                                "PRODUCER": "glacierfacies", **tags, "LAYER": "probabilities",
+                                **member_tags}, None, None)
         self._ds.clear()
         for path, _, desc, t, bt, cmap in scratch.values():
             with rasterio.open(path, "r+") as dst:

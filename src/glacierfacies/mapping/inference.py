@@ -43,6 +43,10 @@ class DensePrediction:
     classes: np.ndarray
     confidence: np.ndarray
     probs: np.ndarray | None = None
+    #: (n_members, H, W) uint8: each ensemble member's own class (255 nodata), with `probs`
+    #: for ensembles of two or more; `products` takes the members' spread into its
+    #: uncertainties (the model error the calibrated probabilities of one mean do not hold)
+    member_classes: np.ndarray | None = None
     tiles_run: int = 0
     tiles_skipped: int = 0
     stats: dict = field(default_factory=dict)
@@ -311,6 +315,9 @@ def dense_predict(
     classes = np.empty((H, W), np.uint8)
     confidence = np.empty((H, W), np.float32)
     probs = np.empty((n_classes, H, W), np.float32) if return_probs else None
+    n_members = len(members)
+    member_cls = (np.empty((n_members, H, W), np.uint8) if return_probs and n_members > 1
+                  else None)
 
     todo: list[tuple[int, int]] = []
     skipped = 0
@@ -323,6 +330,8 @@ def dense_predict(
             confidence[r0 : r0 + th, c0 : c0 + tw] = np.nan
             if probs is not None:
                 probs[:, r0 : r0 + th, c0 : c0 + tw] = np.nan
+            if member_cls is not None:
+                member_cls[:, r0 : r0 + th, c0 : c0 + tw] = NODATA
 
     def flush(item: tuple) -> None:
         batch, host, event = item
@@ -334,6 +343,8 @@ def dense_predict(
             confidence[r0 : r0 + hh, c0 : c0 + ww] = host[1][i, :hh, :ww].numpy()
             if probs is not None:
                 probs[:, r0 : r0 + hh, c0 : c0 + ww] = host[2][i, :hh, :ww].permute(2, 0, 1).numpy()
+            if member_cls is not None:
+                member_cls[:, r0 : r0 + hh, c0 : c0 + ww] = host[3][i, :, :hh, :ww].numpy()
 
     bar = None
     if progress:
@@ -369,6 +380,7 @@ def dense_predict(
                     ok &= torch.stack([_cut(obs_t, r0, c0, th, tw, False) for r0, c0 in batch]
                                       ).to(dev)
                 p = None
+                member_k = []
                 for member, run, c in zip(members, runners, c_in, strict=True):
                     xin = _prepare_input(member, x)
                     if c > xin.shape[1]:
@@ -377,6 +389,9 @@ def dense_predict(
                     if cuda:
                         xin = xin.contiguous(memory_format=torch.channels_last)
                     pk = run(xin, ok)
+                    if member_cls is not None:
+                        member_k.append(torch.where(ok, pk.argmax(dim=-1).to(torch.uint8),
+                                                    NODATA))
                     p = pk if p is None else p + pk
                 if len(members) > 1:
                     p = p / len(members)
@@ -385,6 +400,8 @@ def dense_predict(
                         torch.where(ok, conf, math.nan)]
                 if probs is not None:
                     outs.append(torch.where(ok[..., None], p, math.nan))
+                if member_cls is not None:
+                    outs.append(torch.stack(member_k, dim=1))  # (B, k, h, w)
                 host = [t.to("cpu", non_blocking=lag > 0) for t in outs]
                 event = None
                 if lag:
@@ -402,7 +419,8 @@ def dense_predict(
         if bar is not None:
             bar.close()
     return DensePrediction(
-        classes, confidence, probs, tiles_run=len(todo), tiles_skipped=skipped,
+        classes, confidence, probs, member_classes=member_cls, tiles_run=len(todo),
+        tiles_skipped=skipped,
         stats={"tile_h": th, "tile_w": tw, "halo": halo},
     )
 

@@ -16,7 +16,7 @@ from glacierfacies.classes import CLASS_NAMES
 from glacierfacies.errors import InputError
 from glacierfacies.mapping.cog import COG_CACHE_MB
 from glacierfacies.mapping.config import MapConfig, PathLike
-from glacierfacies.model.card import check_resolution, load_members
+from glacierfacies.model.card import check_resolution, load_members, trained_classes
 
 
 def glacier_mask(stack: Any, buffer_m: float = 0.0) -> np.ndarray:
@@ -190,7 +190,9 @@ def _predict_blocks(
                              device=device, precision=precision, return_probs=return_probs)
         core = core_of(margin, bh, bw)
         writer.write(r0, c0, pred.classes[core], pred.confidence[core], qa,
-                     None if pred.probs is None else pred.probs[(slice(None), *core)])
+                     None if pred.probs is None else pred.probs[(slice(None), *core)],
+                     None if pred.member_classes is None
+                     else pred.member_classes[(slice(None), *core)])
         info["blocks_run"] += 1
         info["tiles_run"] += pred.tiles_run
         info["tiles_skipped"] += pred.tiles_skipped
@@ -258,7 +260,9 @@ def map_scene(
     writer = BlockMapWriter(grid, out, confidence_out=confidence_out,
                             confidence_dtype=cfg.confidence_dtype, qa_out=qa_path(out),
                             probabilities_out=probabilities_out, overwrite=overwrite,
-                            smoothing=smoothing)
+                            smoothing=smoothing,
+                            member_names=[f"member {k}" for k in range(len(members))]
+                            if len(members) > 1 else None)
     # a bounded GDAL block cache: scratch writes and COG copies stay small on a whole tile
     with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB), writer:
         if block_size > 0:
@@ -277,7 +281,8 @@ def map_scene(
                 members, stack, buffer_m, tile_size, device, precision, progress=progress,
                 outlines_path=outlines, return_probs=probabilities_out is not None,
             )
-            writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs)
+            writer.write(0, 0, pred.classes, pred.confidence, sc.qa, pred.probs,
+                         pred.member_classes)
             ident = {"scene_id": sc.scene_id, "sensor": sc.sensor, "acquired": sc.acquired,
                      "notes": scene_notes(sc), "terrain": stack.terrain.tags()}
             tiles_run, tiles_skipped, info = pred.tiles_run, pred.tiles_skipped, {}
@@ -300,6 +305,9 @@ def map_scene(
         }
         if writer.has_qa:
             meta["QA"] = qa_path(out).name
+        classes = trained_classes(models) if models else None
+        if classes is not None:  # what the model can see: products say firn_mapped from it
+            meta["MODEL_CLASSES"] = ",".join(c for c in CLASS_NAMES if c in classes)
         outputs, counts = writer.finish(meta)
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],

@@ -18,7 +18,8 @@ from glacierfacies.errors import InputError, ModelMismatchError
 from glacierfacies.features import FEATURE_NAMES
 from glacierfacies.model.network import TwoScaleCNN
 
-__all__ = ["ModelCard", "check_resolution", "load_members", "load_model", "save_model"]
+__all__ = ["ModelCard", "check_resolution", "load_members", "load_model", "save_model",
+           "trained_classes"]
 
 PathLike = str | os.PathLike
 
@@ -240,3 +241,46 @@ def load_members(model_paths: Sequence[PathLike]) -> list:
                                  f"ensemble models have different patch sizes {sizes}")
     return members
 
+
+
+def trained_classes(model_specs: Sequence[PathLike]) -> list[str] | None:
+    """The classes an ensemble can predict: the union of what its members were trained on.
+
+    From an ensemble card's ``classes_trained`` (`builtin:NAME`, a model folder's
+    ``model.json``), else each fold card's ``fold.classes_trained``, else a ``model.json``
+    beside the fold file, else the card's ``classes`` (an imported reference model: all 8).
+    None when no card says (the map then makes no claim). Pure JSON reading.
+    """
+    from glacierfacies.model.builtin import builtin_card, is_builtin
+
+    found: set[str] = set()
+    for spec in model_specs:
+        if is_builtin(spec):
+            classes = builtin_card(spec).get("classes_trained")
+            if not classes:
+                return None
+            found.update(classes)
+            continue
+        path = Path(spec)
+        cards = sorted(path.glob("fold*.json")) if path.is_dir() else [path.with_suffix(".json")]
+        ensemble = (path if path.is_dir() else path.parent) / "model.json"
+        ens = _read_json(ensemble).get("classes_trained") if ensemble.is_file() else None
+        if path.is_dir() and ens:
+            found.update(ens)
+            continue
+        for js in cards:
+            card = _read_json(js) if js.is_file() else {}
+            classes = ((card.get("fold") or {}).get("classes_trained") or ens
+                       or card.get("classes"))
+            if not classes:
+                return None
+            found.update(classes)
+    return sorted(found) if found else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}

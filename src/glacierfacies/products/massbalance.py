@@ -91,10 +91,27 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
     "firnline_m",
     "firnline_unc_m",
     "mean_confidence",
+    "aar_member_sd",
     "accumulation",
     "shadow_method",
     "uncertainty_method",
+    "uncertainty_note",
+    "firn_mapped",
 )
+
+
+#: `uncertainty_method` values: the definition, and the two labelled fallbacks
+UNCERTAINTY_METHODS: dict[str, str] = {
+    "probabilities+members": "",
+    "probabilities": "no member classes in the probabilities raster (a single model, or a "
+                     "map written before them): the ensemble members' spread is not in it",
+    "fallback:confidence-bound": (
+        "fallback: no class probabilities for this map; a bound from the calibrated "
+        "confidence, which can differ from the probabilities' value either way"),
+    "fallback:cost-tolerance": (
+        "fallback: neither probabilities nor confidence; line widths from the "
+        "misclassification cost, aar_unc the AAR change of a line moved by that width"),
+}
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,11 @@ class ProductConfig:
     uncertainty_block_m: float = 330.0
     uncertainty_draws: int = 200
     uncertainty_seed: int = 0
+    #: below this fraction of the outline inside the scene's valid footprint: a warning and
+    #: the flag ``outline_in_scene<...``; below `outline_withhold_below` the AAR, snowline and
+    #: firn line are withheld (NaN, flag ``withheld``): they would be those of a clip
+    outline_warn_below: float = 0.99
+    outline_withhold_below: float = 0.9
 
     def __post_init__(self) -> None:
         if self.shadow not in SHADOW_METHODS:
@@ -127,6 +149,8 @@ class ProductConfig:
             raise ValueError("snowline_tolerance must be in [0, 1)")
         if not self.line_gap_m > 0:
             raise ValueError("line_gap_m must be > 0")
+        if not 0 <= self.outline_withhold_below <= self.outline_warn_below <= 1:
+            raise ValueError("need 0 <= outline_withhold_below <= outline_warn_below <= 1")
         if not self.uncertainty_block_m > 0 or self.uncertainty_draws < 2:
             raise ValueError("uncertainty_block_m must be > 0 and uncertainty_draws >= 2")
 
@@ -281,8 +305,18 @@ def glacier_products(
     confidence: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
     config: ProductConfig = ProductConfig(),
+    firn_mapped: bool = True,
+    member_maps: np.ndarray | None = None,
 ) -> dict[str, float | str]:
     """Products of one glacier in one map, keyed by the `PRODUCT_COLUMNS` names.
+
+    `member_maps` (k, H, W) uint8: the ensemble members' own class maps (k >= 2); with
+    probabilities, the spread of their products (standard deviation over the members) is
+    added in quadrature to the draws' uncertainty (`uncertainty.member_spread`).
+
+    `firn_mapped` False (the map's model was never trained on firn): the firn area, firn
+    line and snow + firn AAR (and `aar` under ``accumulation="snow+firn"``) are NaN rather
+    than a firn line equal to the snowline and a firn area of 0.
 
     `class_map` (H, W) uint8 codes, `glacier_mask` (H, W) bool, `elevation_m` (H, W) (NaN where
     unknown) or None, `confidence` (H, W) uint8 percent (255 = nodata) or float 0..1 (NaN =
@@ -331,10 +365,27 @@ def glacier_products(
     aar_snow, aar_sf = _zone_fraction(snow, obs), _zone_fraction(snow_firn, obs)
     unc = uncertainty.ProductUncertainty.none()
     if n_sunlit and (probabilities is not None or confidence is not None):
+        # one definition: the calibrated probabilities whenever they exist (a confidence
+        # map given beside them changes nothing); the confidence bound only without them
         unc = uncertainty.product_uncertainty(
-            cmap, sunlit, shade, elevation_m, se, config, probabilities, confidence,
+            cmap, sunlit, shade, elevation_m, se, config, probabilities,
+            None if probabilities is not None else confidence,
             pixel_size_m=float(np.sqrt(pixel_area_m2)), lines=(sl, fl))
+    spread = None
+    if unc.method == "probabilities" and member_maps is not None and len(member_maps) > 1:
+        member_cfg = config.replace(accumulation="snow")  # `aar` of a member: snow only
+        if config.shadow == "probabilities":  # members have no probabilities of their own
+            member_cfg = member_cfg.replace(
+                shadow="snowline" if elevation_m is not None else "exclude")
+        spread = uncertainty.member_spread(
+            [glacier_products(m, glacier_mask, elevation_m, pixel_area_m2, config=member_cfg)
+             for m in member_maps])
     snow_only = config.accumulation == "snow"
+    note = ""
+    if unc.method == "none":  # the labelled fallback: the AAR a line moved by its width gives
+        aar_s_unc, note = _line_width_aar_unc(se, sl, sl_unc, n_sunlit)
+        aar_f_unc, _ = _line_width_aar_unc(se, fl, fl_unc, n_sunlit)
+        unc = uncertainty.ProductUncertainty(aar_s_unc, aar_f_unc, nan, nan, "none")
     out["aar"] = aar_snow if snow_only else aar_sf
     out["aar_unc"] = unc.aar_snow if snow_only else unc.aar_snow_firn
     out["aar_snow_firn"], out["aar_snow_firn_unc"] = aar_sf, unc.aar_snow_firn
@@ -347,7 +398,22 @@ def glacier_products(
         floor_f = se.step_floor(fl, gap) if se is not None and np.isfinite(fl) else nan
         out["snowline_unc_m"] = _floor(float(np.hypot(unc.snowline_m, sl_unc)), floor_s, sl)
         out["firnline_unc_m"] = _floor(float(np.hypot(unc.firnline_m, fl_unc)), floor_f, fl)
-    if confidence is not None:
+    out["aar_member_sd"] = nan if spread is None else spread["aar_snow" if snow_only
+                                                             else "aar_snow_firn"]
+    if spread is not None:  # the model error between members, beside the pixels' own
+        for key, sk in (("aar_unc", "aar_snow" if snow_only else "aar_snow_firn"),
+                        ("aar_snow_firn_unc", "aar_snow_firn"),
+                        ("snowline_unc_m", "snowline_m"), ("firnline_unc_m", "firnline_m")):
+            if np.isfinite(out[key]) and np.isfinite(spread[sk]):
+                out[key] = float(np.hypot(out[key], spread[sk]))
+        unc = uncertainty.ProductUncertainty(unc.aar_snow, unc.aar_snow_firn, unc.snowline_m,
+                                             unc.firnline_m, "probabilities+members")
+    if confidence is None and probabilities is not None:  # the same number: confidence is
+        # the calibrated probability of the model's class (the ensemble mean's maximum)
+        pv = np.asarray(probabilities)[:, glacier_mask & (class_map != NODATA_CLASS)]
+        pv = pv[:, np.isfinite(pv).all(axis=0)]
+        out["mean_confidence"] = float(100.0 * pv.max(axis=0).mean()) if pv.size else nan
+    elif confidence is not None:
         raw = np.asarray(confidence)
         conf = raw[glacier_mask & (cmap != NODATA_CLASS)].astype(np.float64)
         if np.issubdtype(raw.dtype, np.integer):
@@ -360,8 +426,31 @@ def glacier_products(
         out["mean_confidence"] = nan
     out["accumulation"] = config.accumulation
     out["shadow_method"] = config.shadow
-    out["uncertainty_method"] = {"none": "cost-tolerance"}.get(unc.method, unc.method)
+    method = {"none": "fallback:cost-tolerance", "confidence": "fallback:confidence-bound"
+              }.get(unc.method, unc.method)
+    out["uncertainty_method"] = method
+    out["uncertainty_note"] = "; ".join(t for t in (UNCERTAINTY_METHODS[method], note) if t)
+    out["firn_mapped"] = bool(firn_mapped)
+    if not firn_mapped:  # the model cannot see firn: say so, do not report a firn line
+        for key in ("area_km2_firn", "aar_snow_firn", "aar_snow_firn_unc", "firnline_m",
+                    "firnline_unc_m", *(() if snow_only else ("aar", "aar_unc"))):
+            out[key] = nan
     return out
+
+
+def _line_width_aar_unc(se: SortedElevations | None, line: float, width: float,
+                        n_sunlit: int) -> tuple[float, str]:
+    """Fallback AAR uncertainty: the larger share of sunlit observed pixels between the line
+    and the line moved by its cost-tolerance width (up or down); (NaN, reason) without one."""
+    nan = float("nan")
+    if se is None:
+        return nan, "no DEM: no line, so no AAR uncertainty"
+    if not np.isfinite(line) or not np.isfinite(width) or not n_sunlit:
+        return nan, "no line on the glacier (all or none of it in the zone)"
+    z = se.z
+    below = int(np.searchsorted(z, line, "left") - np.searchsorted(z, line - width, "left"))
+    above = int(np.searchsorted(z, line + width, "left") - np.searchsorted(z, line, "left"))
+    return max(below, above) / n_sunlit, ""
 
 
 def _above(elevation_m: np.ndarray, line: float, zone_sunlit: np.ndarray) -> np.ndarray:

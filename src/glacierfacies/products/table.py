@@ -21,7 +21,9 @@ from glacierfacies.classes import N_CLASSES, NODATA_CLASS
 from glacierfacies.errors import InputError
 from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
+from glacierfacies.products.coverage import SCENE_COLUMNS, outline_coverage, row_flags
 from glacierfacies.products.hemisphere import outline_hemispheres
+from glacierfacies.products.layers import check_given, find_companion, firn_mapped, member_bands
 from glacierfacies.scenes.grid import Grid
 
 __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
@@ -79,22 +81,6 @@ def scene_metadata(path: Path, tags: dict[str, str], override: dict[str, str] | 
     return {"scene_id": str(scene_id), "date": date, "sensor": str(sensor)}
 
 
-def _find_confidence(map_path: Path, ds: rasterio.DatasetReader) -> Path | int | None:
-    """A confidence layer for a map: band 2 named 'confidence', or a sibling *confidence*.tif."""
-    for b, desc in enumerate(ds.descriptions, start=1):
-        if b > 1 and desc and "confidence" in desc.lower():
-            return b
-    stem = map_path.name.split(".")[0]
-    candidates = [f"{stem}_confidence.tif", f"{stem}.confidence.tif"]
-    for word in ("facies", "classes", "class", "map"):
-        if word in stem:
-            candidates.append(stem.replace(word, "confidence") + ".tif")
-    for c in candidates:
-        if (map_path.parent / c).is_file() and (map_path.parent / c) != map_path:
-            return map_path.parent / c
-    return None
-
-
 def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
     """The QA band of a map: the file its QA tag names, beside it (None without one)."""
     name = ds.tags().get("QA")
@@ -108,17 +94,23 @@ def _find_qa(map_path: Path, ds: rasterio.DatasetReader) -> Path | None:
     return qa
 
 
-def _qa_fractions(qa_ds, wt, crs, shape, mask, product_mask: str) -> dict:
+def _read_qa(qa_ds, wt, crs, shape) -> np.ndarray | None:
+    if qa_ds is None:
+        return None
+    qa = np.zeros(shape, dtype=np.uint8)
+    reproject(rasterio.band(qa_ds, 1), qa, dst_transform=wt, dst_crs=crs,
+              resampling=Resampling.nearest)
+    return qa
+
+
+def _qa_fractions(qa: np.ndarray | None, mask, product_mask: str) -> dict:
     """The QA_COLUMNS of one glacier: the mask used, the masked and saturated fractions."""
     from glacierfacies.scenes.masks import QA_FILLED, QA_MASKED, QA_SATURATED
 
     out = {"product_mask": product_mask or "none", "masked_fraction": float("nan"),
            "saturated_fraction": float("nan"), "filled_px": float("nan")}
-    if qa_ds is None or not mask.any():
+    if qa is None or not mask.any():
         return out
-    qa = np.zeros(shape, dtype=np.uint8)
-    reproject(rasterio.band(qa_ds, 1), qa, dst_transform=wt, dst_crs=crs,
-              resampling=Resampling.nearest)
     n = int(mask.sum())
     out["masked_fraction"] = float(((qa & QA_MASKED) > 0)[mask].sum() / n)
     out["saturated_fraction"] = float(((qa & QA_SATURATED) > 0)[mask].sum() / n)
@@ -173,7 +165,8 @@ def compute_products(
         if dem_ds is not None:
             dem_ds.close()
     columns = ["glacier", *[c for c in CARRY_COLUMNS if c in gdf.columns and c != col],
-               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *QA_COLUMNS]
+               "scene_id", "date", "sensor", *mb.PRODUCT_COLUMNS, *SCENE_COLUMNS,
+               *QA_COLUMNS]
     table = pd.DataFrame(rows, columns=[*columns, "_row"])
     geometry = gdf.geometry.iloc[table["_row"].to_numpy()] if len(table) else gdf.geometry[:0]
     table["hemisphere"] = outline_hemispheres(geometry)
@@ -181,13 +174,13 @@ def compute_products(
                             crs=gdf.crs)
 
 
-def check_product_inputs(config: mb.ProductConfig, dem, probabilities) -> None:
+def check_product_inputs(config: mb.ProductConfig, dem, probabilities=None) -> None:
     """No silent switch of method: the shadow method's inputs must be there."""
     if config.shadow == "snowline" and dem is None:
         raise InputError(None, "--shadow snowline needs --dem (shadowed pixels take the side "
                                "of the snowline they lie on); give --dem or --shadow exclude")
-    if config.shadow == "probabilities" and not (probabilities and any(probabilities)):
-        raise InputError(None, "--shadow probabilities needs --probabilities for every map")
+    # --shadow probabilities: each map's probabilities are given or named by its tags
+    # (checked map by map in `_map_products`)
 
 
 def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_override):
@@ -202,16 +195,26 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
             raise InputError(map_path, "map has no CRS")
         if ds.dtypes[0] != "uint8":
             raise InputError(map_path, f"facies map must be uint8 class codes, got {ds.dtypes[0]}")
-        meta = scene_metadata(map_path, ds.tags(), scene_override)
-        product_mask = ds.tags().get("PRODUCT_MASK", "")
+        tags = ds.tags()
+        layer = tags.get("LAYER")
+        if layer is not None and layer != "facies":
+            raise InputError(map_path, f"given as a facies map but its LAYER tag says {layer!r}")
+        meta = scene_metadata(map_path, tags, scene_override)
+        product_mask = tags.get("PRODUCT_MASK", "")
+        masked_map = bool(product_mask) and not product_mask.startswith(("none", "off"))
+        firn = firn_mapped(tags)
         qa_src = _find_qa(map_path, ds)
-        conf_src = Path(conf_arg) if conf_arg else _find_confidence(map_path, ds)
+        conf_src = (check_given(Path(conf_arg), "confidence") if conf_arg
+                    else find_companion(map_path, ds, "confidence"))
+        prob_src = (check_given(Path(prob_arg), "probabilities") if prob_arg
+                    else find_companion(map_path, ds, "probabilities"))
         conf_ds = rasterio.open(conf_src) if isinstance(conf_src, Path) else None
         qa_ds = rasterio.open(qa_src) if qa_src is not None else None
-        prob_ds = rasterio.open(prob_arg) if prob_arg else None
-        if prob_ds is not None and prob_ds.count != N_CLASSES:
-            raise InputError(prob_arg, f"class probabilities need {N_CLASSES} bands, "
-                                       f"got {prob_ds.count}")
+        prob_ds = rasterio.open(prob_src) if prob_src is not None else None
+        m_bands = member_bands(prob_ds)
+        if prob_ds is None and config.shadow == "probabilities":
+            raise InputError(map_path, "--shadow probabilities needs the map's probabilities "
+                                       "(none given or named by its tags)")
         try:
             outlines = gdf.to_crs(ds.crs)
             pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
@@ -222,9 +225,10 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                 if gx1 < left or gx0 > right or gy1 < bottom or gy0 > top:
                     continue
                 win = from_bounds(gx0, gy0, gx1, gy1, ds.transform)
-                c0, r0 = int(np.floor(win.col_off)), int(np.floor(win.row_off))
-                c1 = int(np.ceil(win.col_off + win.width))
-                r1 = int(np.ceil(win.row_off + win.height))
+                # one pixel of margin: every glacier pixel's neighbours lie in the window
+                c0, r0 = int(np.floor(win.col_off)) - 1, int(np.floor(win.row_off)) - 1
+                c1 = int(np.ceil(win.col_off + win.width)) + 1
+                r1 = int(np.ceil(win.row_off + win.height)) + 1
                 win = Window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
                 wt = ds.window_transform(win)
                 shape = (int(win.height), int(win.width))
@@ -247,14 +251,38 @@ def _map_products(map_path, gdf, col, dem_ds, config, conf_arg, prob_arg, scene_
                     reproject(rasterio.band(conf_ds, 1), conf, dst_transform=wt,
                               dst_crs=ds.crs, dst_nodata=255 if is_int else np.nan,
                               resampling=Resampling.nearest)
-                prob = None
+                prob = members = None
                 if prob_ds is not None:
                     prob = np.zeros((N_CLASSES, *shape), dtype=np.float32)
                     reproject(rasterio.band(prob_ds, list(range(1, N_CLASSES + 1))), prob,
                               dst_transform=wt, dst_crs=ds.crs, resampling=Resampling.nearest)
-                values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config)
-                values.update(_qa_fractions(qa_ds, wt, ds.crs, shape, mask, product_mask))
-                row = {"glacier": str(gdf[col].iloc[j]), **meta, **values, "_row": j}
+                    if m_bands:
+                        mf = np.full((len(m_bands), *shape), np.nan, np.float32)
+                        reproject(rasterio.band(prob_ds, m_bands), mf, dst_transform=wt,
+                                  dst_crs=ds.crs, dst_nodata=np.nan,
+                                  resampling=Resampling.nearest)
+                        members = np.where(np.isfinite(mf), mf, NODATA_CLASS).astype(np.uint8)
+                values = mb.glacier_products(cmap, mask, elev, pixel_area, conf, prob, config,
+                                             firn_mapped=firn, member_maps=members)
+                qa = _read_qa(qa_ds, wt, ds.crs, shape)
+                values.update(_qa_fractions(qa, mask, product_mask))
+                rows_idx = np.arange(r0, r0 + shape[0])[:, None]
+                cols_idx = np.arange(c0, c0 + shape[1])[None, :]
+                inside = ((rows_idx >= 0) & (rows_idx < ds.height) & (cols_idx >= 0)
+                          & (cols_idx < ds.width))
+                values["outline_in_scene"], values["outline_edge_fraction"] = (
+                    outline_coverage(mask, inside, cmap, qa))
+                flags = row_flags(values, config, qa_missing=qa is None and masked_map)
+                values["product_flags"] = ";".join(flags)
+                name = str(gdf[col].iloc[j])
+                if any(f.startswith(("outline_", "withheld")) for f in flags):
+                    warnings.warn(
+                        f"{map_path.name}: glacier {name}: {values['outline_in_scene']:.1%} of "
+                        f"its outline in the scene's valid footprint, "
+                        f"{values['outline_edge_fraction']:.1%} of its edge on the scene's "
+                        f"edge ({', '.join(f for f in flags if f.startswith(('outline_', 'withheld')))})",
+                        stacklevel=2)
+                row = {"glacier": name, **meta, **values, "_row": j}
                 for c in CARRY_COLUMNS:
                     if c in gdf.columns and c != col:
                         row[c] = gdf[c].iloc[j]

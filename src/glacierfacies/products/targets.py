@@ -47,8 +47,9 @@ TARGET_COLUMNS: dict[str, tuple[str, str]] = {
     "season_months": ("month numbers", "season window the scene was chosen in"),
     "accumulation": ("", "definition of aar: snow (end-of-season snow cover) or snow+firn"),
     "shadow_method": ("", "how shadowed pixels were counted: snowline, exclude, probabilities"),
-    "uncertainty_method": ("", "source of the *_unc columns: probabilities, confidence, or "
-                               "cost-tolerance (snowline width only)"),
+    "uncertainty_method": ("", "source of the *_unc columns: probabilities+members, "
+                               "probabilities, fallback:confidence-bound or "
+                               "fallback:cost-tolerance"),
     "glacier_area_km2": ("km2", "area of the outline"),
     "observed_fraction": ("1", "fraction of the glacier observed (not cloud, not nodata)"),
     "aar": ("1", "accumulation-area ratio under `accumulation` (0..1)"),

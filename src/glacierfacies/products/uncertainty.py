@@ -31,7 +31,8 @@ from glacierfacies.classes import N_CLASSES
 if TYPE_CHECKING:  # pragma: no cover
     from glacierfacies.products.massbalance import ProductConfig, SortedElevations
 
-__all__ = ["ProductUncertainty", "block_ids", "product_uncertainty", "zone_probabilities"]
+__all__ = ["ProductUncertainty", "block_ids", "member_spread", "product_uncertainty",
+           "zone_probabilities"]
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,17 @@ def _rms(draws: np.ndarray, value: float) -> float:
     if not np.isfinite(value) or ok.size < 2:
         return float("nan")
     return float(np.sqrt(ok.var(ddof=1) + (value - ok.mean()) ** 2))
+
+
+def member_spread(member_products: list[dict]) -> dict[str, float]:
+    """Standard deviation (ddof 1) over the ensemble members of each product computed from
+    the member's own class map: the model error that one set of mean probabilities hides
+    (fold models that disagree on a whole glacier, each of them confident). NaN where fewer
+    than two members give a finite value."""
+    out = {}
+    for key in ("aar_snow", "aar_snow_firn", "snowline_m", "firnline_m"):
+        col = {"aar_snow": "aar", "aar_snow_firn": "aar_snow_firn"}.get(key, key)
+        v = np.array([float(p[col]) for p in member_products], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[key] = float(v.std(ddof=1)) if v.size >= 2 else float("nan")
+    return out

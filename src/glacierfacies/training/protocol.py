@@ -149,7 +149,10 @@ def _train_one_fold(
         fold={"round": round_no, "test_fold": t, "validation_fold": (t - 1) % k,
               "train_folds": sorted(set(range(k)) - {t, (t - 1) % k}),
               "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx),
-              "test_glaciers": sorted(set(table["glacier"].astype(str).iloc[test_idx]))},
+              "test_glaciers": sorted(set(table["glacier"].astype(str).iloc[test_idx])),
+              # the classes this model can predict: a map's products say what it cannot see
+              "classes_trained": sorted({str(data.class_names[c])
+                                         for c in set(data.labels[train_idx].tolist())})},
     )
     save_model(model, card, fold_model_path(run_dir, round_no, t))
     with atomic_output(get_filepath("fold_predictions", run_dir, round=round_no, fold=t)) as tmp:

@@ -46,6 +46,7 @@ def stage_real_example(out: Path, map_config=None) -> dict[str, Any]:
             warnings.simplefilter("ignore", UserWarning)
             res = map_scene(ex / stem, dem, outlines, [model], facies, config=map_config,
                             confidence_out=facies.with_name(f"{stem}_confidence.tif"),
+                            probabilities_out=facies.with_name(f"{stem}_probabilities.tif"),
                             overwrite=True, progress=False)
         shares = zone_shares(facies, dem, outlines)
         done.append({"scene": stem, "what": what, "model": model, "map": str(facies),
@@ -97,7 +98,9 @@ def real_section(out: Path, summary: dict[str, Any], fig_dir: Path):
                  "aar": "AAR", "aar_unc": "± AAR", "snowline_m": "snowline (m)",
                  "snowline_unc_m": "± (m)", "area_km2_ice": "ice km²", "area_km2_snow": "snow km²",
                  "area_km2_debris": "debris km²", "area_km2_shadow": "shadow km²",
-                 "area_km2_water": "water km²", "glacier_area_km2": "glacier km²"}
+                 "area_km2_water": "water km²", "glacier_area_km2": "glacier km²",
+                 "uncertainty_method": "± from", "firn_mapped": "firn mapped",
+                 "outline_in_scene": "outline in scene", "product_flags": "flags"}
         cols = [c for c in names if c in prod.columns]
         shown = prod[cols].rename(columns=names)
         for c in ("snowline (m)", "± (m)"):

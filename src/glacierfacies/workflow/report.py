@@ -207,7 +207,8 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                  "shadowed glacier pixels take the side of the line they lie on; cloud and "
                  "nodata are unobserved. Uncertainties (one standard uncertainty) from the "
                  "calibrated class probabilities, drawn with errors correlated over 330 m "
-                 "blocks."]
+                 "blocks, and the spread of the fold models' own maps "
+                 "(<code>uncertainty_method</code> says which; docs/massbalance.md)."]
         truth = products_summary.get("aar_vs_truth")
         if truth:
             paras.append(f"Against the sample's true AAR where ≥ {cfg.min_observed:.0%} of the "
@@ -243,7 +244,8 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                 eos_tables.append(table_html(rows[keep].round(3)))
         cols = [c for c in ("glacier", "date", "sensor", "observed_fraction", "aar", "aar_unc",
                             "aar_snow_firn", "snowline_m", "snowline_unc_m", "firnline_m",
-                            "firnline_unc_m", "mean_confidence") if c in prod.columns]
+                            "firnline_unc_m", "mean_confidence", "uncertainty_method",
+                            "product_flags") if c in prod.columns]
         sections.append(Section("Glacier products", paras,
                                 [*eos_tables,
                                  table_html(prod[cols].sort_values(["glacier", "date"]))],

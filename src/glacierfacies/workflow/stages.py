@@ -50,14 +50,16 @@ def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     from glacierfacies.model.card import load_members
 
     get_filepath("maps", out).mkdir(parents=True, exist_ok=True)
-    members = load_members(model_paths(out))
+    models = model_paths(out)
+    members = load_members(models)
     done = []
     for scene in inputs.scenes:
         stem = scene_stem(scene)
         facies = get_filepath("facies_map", out, stem=stem)
         conf = get_filepath("confidence_map", out, stem=stem)
         prob = get_filepath("probabilities_map", out, stem=stem)
-        res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, config=cfg.map_config,
+        res = map_scene(scene, inputs.dem, inputs.outlines, models, facies,
+                        config=cfg.map_config,
                         confidence_out=conf, overwrite=True, members=members, progress=False,
                         probabilities_out=prob)
         done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
@@ -76,9 +78,7 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     pcfg = ProductConfig(refrozen_is_accumulation=cfg.include_refrozen,
                          accumulation=cfg.accumulation)
     maps = _map_files(out)
-    probs = [p.with_name(p.name.replace("_facies.tif", "_probabilities.tif")) for p in maps]
-    table = compute_products(maps, inputs.outlines, inputs.dem, pcfg,
-                             probabilities=[p if p.is_file() else None for p in probs])
+    table = compute_products(maps, inputs.outlines, inputs.dem, pcfg)  # companions: map tags
     get_filepath("products", out).mkdir(exist_ok=True)
     write_products(table, get_filepath("products_gpkg", out), pcfg, overwrite=True)
     write_products(table, get_filepath("products_csv", out), pcfg, overwrite=True)
