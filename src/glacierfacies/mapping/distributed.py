@@ -102,6 +102,7 @@ def map_many(
                          # interrupted run are stale and get replaced
                          overwrite=True, config=config))
     if not jobs:
+        _write_catalog(scenes, out_dir, confidence)
         return ManyResult(records)
     with contextlib.ExitStack() as stack:
         if scheduler == "local":
@@ -137,7 +138,20 @@ def map_many(
         if bar is not None:
             bar.close()
     _remove_stale_temporaries(jobs, out_dir)
+    _write_catalog(scenes, out_dir, confidence)
     return ManyResult(records)
+
+
+def _write_catalog(scenes: Sequence[PathLike], out_dir: Path, confidence: bool) -> Path | None:
+    """OUT_DIR/catalog.json: a static STAC catalog of the maps of `scenes` that exist."""
+    from glacierfacies.stac import map_item_path, write_catalog
+
+    items = []
+    for scene in scenes:
+        out, _ = output_paths(scene, out_dir, confidence)
+        if out.exists() and map_item_path(out).exists():
+            items.append(map_item_path(out))
+    return write_catalog(out_dir, items) if items else None
 
 
 def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
