@@ -151,7 +151,6 @@ def map_item(map_path: str | os.PathLike, *, confidence: str | os.PathLike | Non
             f"model(s) {', '.join(model_names) or '?'}; smoothing {tags.get('SMOOTHING', '?')}, "
             f"buffer {tags.get('BUFFER_M', '0')} m; product mask "
             f"{tags.get('PRODUCT_MASK', 'n/a')}"),
-        "processing:datetime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "glacierfacies:models": model_names,
         "glacierfacies:scene_id": tags.get("SCENE_ID"),
         "glacierfacies:sensor": tags.get("SENSOR"),
@@ -226,8 +225,10 @@ def write_catalog(folder: str | os.PathLike, items: Iterable[str | os.PathLike] 
                   *, title: str = "glacierfacies maps",
                   description: str = "Glacier surface facies maps") -> Path:
     """A self-contained static catalog ``FOLDER/catalog.json`` linking every map item (all
-    ``*.stac.json`` of the folder, or `items`); item files are left as they are (their
-    ``root``/``parent`` links are added). Returns the catalog's path."""
+    ``*.stac.json`` of the folder, or `items`). The item files are left as they are (no
+    root/parent links: an item written by `map` is the same file whether or not a catalog
+    lists it, so maps made one by one and by map-many are byte-identical). Returns the
+    catalog's path."""
     import json
 
     from glacierfacies._io import write_text
@@ -242,13 +243,6 @@ def write_catalog(folder: str | os.PathLike, items: Iterable[str | os.PathLike] 
         d = json.loads(p.read_text())
         links.append({"rel": "item", "href": rel, "type": "application/geo+json",
                       "title": d.get("properties", {}).get("title", p.stem)})
-        # the item's own links to its catalog (relative), replacing older ones
-        back = os.path.relpath(folder.resolve() / CATALOG_NAME, p.parent.resolve())
-        d["links"] = [lk for lk in d.get("links", []) if lk.get("rel") not in ("root", "parent")]
-        d["links"] += [{"rel": "root", "href": Path(back).as_posix(), "type": "application/json"},
-                       {"rel": "parent", "href": Path(back).as_posix(),
-                        "type": "application/json"}]
-        write_text(p, json.dumps(d, indent=2) + "\n")
     from glacierfacies import __version__
 
     cat = {"type": "Catalog", "stac_version": _stac_version(), "id": f"glacierfacies-{folder.name}",

@@ -241,8 +241,10 @@ def map_scene(
     if str(device).startswith("cpu"):  # same maps, a third of the activation memory
         tile_size = min(tile_size, CPU_MAX_TILE_PX)
     block_size, smoothing = cfg.block_size, cfg.smoothing
+    from glacierfacies.scenes.stac import is_stac
+
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
-        if not Path(p).exists():
+        if not Path(p).exists() and not (what == "scene" and is_stac(p)):  # FILE.json#ID
             raise InputError(p, f"{what} does not exist")
     resolution_m = 10.0 if cfg.read is None else cfg.read.resolution_m
     check_resolution(models, resolution_m)

@@ -97,7 +97,7 @@ def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> 
                 raise InputError(given, "no scene matches this pattern")
         elif os.path.exists(pattern):
             hits = [pattern]
-        elif is_stac(pattern):  # FILE.json#ITEM_ID
+        elif _is_stac_ref(pattern):  # FILE.json#ITEM_ID
             hits = [pattern]
         else:
             raise InputError(given, "scene not found")
@@ -105,6 +105,12 @@ def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> 
             if hit not in out:
                 out.append(hit)
     return out
+
+
+def _is_stac_ref(text: str) -> bool:
+    from glacierfacies.scenes.stac import is_stac
+
+    return is_stac(text)
 
 
 def _stac_expanded(hits: list[str]) -> list[str]:
