@@ -50,18 +50,23 @@ def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     from glacierfacies.model.card import load_members
 
     get_filepath("maps", out).mkdir(parents=True, exist_ok=True)
-    members = load_members(model_paths(out))
+    models = model_paths(out)
+    members = load_members(models)
     done = []
     for scene in inputs.scenes:
         stem = scene_stem(scene)
         facies = get_filepath("facies_map", out, stem=stem)
         conf = get_filepath("confidence_map", out, stem=stem)
         prob = get_filepath("probabilities_map", out, stem=stem)
-        res = map_scene(scene, inputs.dem, inputs.outlines, [], facies, config=cfg.map_config,
+        res = map_scene(scene, inputs.dem, inputs.outlines, models, facies, config=cfg.map_config,
                         confidence_out=conf, overwrite=True, members=members, progress=False,
                         probabilities_out=prob)
         done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
                      "classified_px": res.n_classified})
+    from glacierfacies.stac import map_item_path, write_catalog
+
+    write_catalog(get_filepath("maps", out), [map_item_path(d["map"]) for d in done],
+                  title="glacierfacies run maps")
     return {"maps": done}
 
 
