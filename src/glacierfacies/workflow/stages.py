@@ -85,8 +85,10 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     table = compute_products(maps, inputs.outlines, inputs.dem, pcfg,
                              probabilities=[p if p.is_file() else None for p in probs])
     get_filepath("products", out).mkdir(exist_ok=True)
-    write_products(table, get_filepath("products_gpkg", out), pcfg, overwrite=True)
-    write_products(table, get_filepath("products_csv", out), pcfg, overwrite=True)
+    sources = {"maps": [str(m) for m in maps], "outlines": str(inputs.outlines),
+               "dem": str(inputs.dem)}  # export-targets --format pygem reads them
+    write_products(table, get_filepath("products_gpkg", out), pcfg, sources, overwrite=True)
+    write_products(table, get_filepath("products_csv", out), pcfg, sources, overwrite=True)
     summary: dict[str, Any] = {"rows": int(len(table))}
     if inputs.truth is not None and (inputs.truth / "aar_truth.csv").is_file():
         summary["aar_vs_truth"] = compare_aar_with_truth(table, inputs.truth / "aar_truth.csv",
