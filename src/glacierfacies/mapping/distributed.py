@@ -124,7 +124,7 @@ def map_many(
             futures[fut] = job["scene"]
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from glacierfacies.progress import tqdm
 
             bar = tqdm(total=len(futures), desc="scenes", unit="scene")
         for fut in as_completed(list(futures)):

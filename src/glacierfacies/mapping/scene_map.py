@@ -158,7 +158,7 @@ def _predict_blocks(
             "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "terrain": {}}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from glacierfacies.progress import tqdm
 
         bar = tqdm(total=len(todo), desc="blocks", unit="block")
     for r0, c0 in todo:

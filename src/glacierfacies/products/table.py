@@ -14,7 +14,6 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
-from tqdm import tqdm
 
 from glacierfacies._io import atomic_output, check_output, write_json
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
@@ -22,6 +21,7 @@ from glacierfacies.errors import InputError
 from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
 from glacierfacies.products import massbalance as mb
 from glacierfacies.products.hemisphere import outline_hemispheres
+from glacierfacies.progress import tqdm
 from glacierfacies.scenes.grid import Grid
 
 __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",
