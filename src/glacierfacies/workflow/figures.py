@@ -201,7 +201,7 @@ def confusion_png(counts: Any, class_names: Sequence[str], path: Path, *,
     n_classes = len(class_names)
     cm = np.asarray(counts, dtype=np.int64).reshape(n_classes, n_classes)
     norm = row_normalised(cm)
-    size = 3.0 + 0.8 * n_classes
+    size = 3.0 + 0.55 * n_classes
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), constrained_layout=True)
     try:
         panels = ((cm, "counts", "d"), (norm, "row-normalised (recall)", ".2f"))

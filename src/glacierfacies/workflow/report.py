@@ -422,14 +422,19 @@ def _scatter_figures(mb_dir: Path, fig_dir: Path) -> tuple[list, list[str]]:
     a sentence says why, instead of an empty plot)."""
     import shutil
 
-    from glacierfacies.products.regression import scatter_panels
+    import pandas as pd
+
     from glacierfacies.workflow.html import Figure
 
     n_points: dict[str, int] = {}
-    try:
-        for panel in scatter_panels(mb_dir):
-            ok = np.isfinite(panel["predicted"]) & np.isfinite(panel["observed"])
-            n_points[panel["name"]] = int(ok.sum())
+    try:  # the panels' points, as `products.regression.scatter_panels` reads them
+        table = pd.read_csv(mb_dir / "glacier_years.csv")
+        observed = pd.to_numeric(table["annual_balance_mwe"], errors="coerce")
+        for col in table.columns:
+            if col.startswith(("pred_global_", "pred_glacier_")):
+                kind, product = col.removeprefix("pred_").split("_", 1)
+                ok = observed.notna() & pd.to_numeric(table[col], errors="coerce").notna()
+                n_points[f"scatter_{product}_{kind}"] = int(ok.sum())
     except (OSError, KeyError, ValueError):
         pass
     figs, empty = [], []
