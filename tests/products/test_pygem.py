@@ -80,6 +80,7 @@ def test_pygem_file_names():
     assert pygem_file_name("G1", "RGI60-01.00570") == "01.00570_snowline_elev.csv"
     assert pygem_file_name("G1", None) == "G1_snowline_elev.csv"
     assert pygem_file_name("a/b", "nan") == "a_b_snowline_elev.csv"
+    assert pygem_file_name("RGI60-11.90002") == "11.90002_snowline_elev.csv"
 
 
 def test_every_pygem_column_is_documented():

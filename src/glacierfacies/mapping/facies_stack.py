@@ -55,10 +55,10 @@ def write_facies_stack(probabilities: str | Path, dest: str | Path,
                     dst.write(np.concatenate([p, conf[None]], axis=0), window=win)
             for b, name in enumerate(STACK_BANDS, start=1):
                 dst.set_band_description(b, name)
-            dst.update_tags(**{k: v for k, v in tags.items() if k != "CLASS_NAMES"},
-                            BANDS=",".join(STACK_BANDS), PRODUCER="glacierfacies",
-                            UNITS="probability (0..1); confidence: calibrated probability of "
-                                  "the map's class")
+            dst.update_tags(**{**{k: v for k, v in tags.items() if k != "CLASS_NAMES"},
+                               "BANDS": ",".join(STACK_BANDS), "PRODUCER": "glacierfacies",
+                               "UNITS": "probability (0..1); confidence: calibrated "
+                                        "probability of the map's class"})
         with atomic_output(dest, overwrite=overwrite) as tmp:
             copy_cog(scratch, tmp, "average")
     finally:

@@ -40,6 +40,8 @@ def pygem_file_name(glacier: str, rgi_id: str | None = None) -> str:
     """``<id>_snowline_elev.csv``: PyGEM's name, from the RGI id without its ``RGIxx-``
     prefix (``RGI60-11.01450`` -> ``11.01450``) when there is one, else the glacier id."""
     rid = str(rgi_id or "").strip()
+    if not (rid and rid.lower() != "nan" and "-" in rid) and re.match(r"^RGI\d*-", str(glacier)):
+        rid = str(glacier)  # the outlines' id column is the RGI id
     if rid and rid.lower() != "nan" and "-" in rid:
         key = rid.split("-", 1)[1]
     else:
