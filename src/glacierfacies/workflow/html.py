@@ -35,6 +35,8 @@ def column_digits(name: str) -> int | None:
         return 2
     if "mwe" in n or "m w.e." in n:
         return 2
+    if "%" in n or "percent" in n:
+        return 1
     if n.endswith("_m") or n.endswith("(m)") or "_m_" in n or n.endswith(" m") or \
             "altitude" in n or "elevation" in n:
         return 0
@@ -77,7 +79,9 @@ table.tbl{border-collapse:collapse;font-size:.8em}
 table.tbl td,table.tbl th{border:1px solid #ccd;padding:.2em .45em;text-align:right}
 table.tbl td{white-space:nowrap}
 table.tbl th{background:#eef2f7;max-width:9em;white-space:normal;word-break:normal}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #dde}
+figure{margin:1em 1em 1em 0;display:inline-table;vertical-align:top}
+figure img{max-width:100%;border:1px solid #dde}
+figcaption{display:table-caption;caption-side:bottom}
 figcaption{font-size:.85em;color:#556}
 pre{background:#f5f7fa;padding:1em;overflow-x:auto;font-size:.8em}
 .legend span{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;border:1px solid #333;
@@ -116,6 +120,10 @@ def render_html(title: str, intro: str, sections: list[Section]) -> str:
         "<script>window.addEventListener('load',function(){var im=document.images,b=0;"
         "for(var i=0;i<im.length;i++){if(!im[i].complete||im[i].naturalWidth===0)b++;}"
         "document.body.setAttribute('data-images',im.length);"
+        "document.body.setAttribute('data-height',document.documentElement.scrollHeight);"
+        "var w=0,t=document.querySelectorAll('.tblwrap');for(var j=0;j<t.length;j++)"
+        "{if(t[j].scrollWidth>t[j].clientWidth+1){w++;t[j].setAttribute('data-wide',t[j].scrollWidth+'/'+t[j].clientWidth);}}"
+        "document.body.setAttribute('data-wide-tables',w);"
         "document.body.setAttribute('data-broken-images',b);});</script>"
     )
     parts.append("</body></html>")
