@@ -146,3 +146,25 @@ def test_usgs_landsat_item_equals_the_product_folder(shared_data):
     assert b.metadata["saturation"] == "QA_RADSAT"
     assert scene_grid(item) == scene_grid(folder)
     assert scene_ids([item]) == scene_ids([folder]) == [folder.name]
+
+
+def test_run_configuration_takes_an_item_collection(sample_dir, tmp_path):
+    """`scenes:` of a run configuration may name a STAC ItemCollection: `run` checks its
+    items like any scene (headers, DEM overlap, outlines, the labels' scene ids)."""
+    from glacierfacies.workflow.config import load_config
+    from glacierfacies.workflow.inputs import check_run
+
+    dirs = _landsat_dirs(sample_dir)
+    (tmp_path / "items.json").write_text(json.dumps(
+        {"type": "FeatureCollection", "features": [landsat_item(d, href="absolute")
+                                                   for d in dirs]}))
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(
+        f"scenes: [items.json, '{sample_dir}/scenes/S2*.SAFE']\n"
+        f"dem: {sample_dir / 'dem.tif'}\noutlines: {sample_dir / 'outlines.gpkg'}\n"
+        f"labels: {sample_dir / 'labels.gpkg'}\n")
+    cfg, _ = load_config(cfg_path)
+    inputs = check_run(cfg, tmp_path / "out")
+    assert [str(s) for s in inputs.scenes[:2]] == [f"{tmp_path / 'items.json'}#{d.name}"
+                                                   for d in dirs]
+    assert len(inputs.scenes) == 6 and not (tmp_path / "out").exists()
