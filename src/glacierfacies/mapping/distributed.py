@@ -162,7 +162,10 @@ def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
         for target in (job["out"], job["confidence_out"]):
             if target is None:
                 continue
-            for name in (Path(target).name, Path(target).with_suffix(".qml").name):
+            from glacierfacies.stac import map_item_path
+
+            for name in (Path(target).name, Path(target).with_suffix(".qml").name,
+                         map_item_path(target).name):
                 for tmp in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
                     if tmp.is_dir():
                         shutil.rmtree(tmp, ignore_errors=True)
