@@ -13,7 +13,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "glacierfacies"
 GROUND = {"__version__", "classes", "features", "errors", "_io", "_testing", "layout", "tasks",
-          "terrain", "smoothing"}
+          "terrain", "smoothing", "progress"}
 ALLOWED: dict[str, set[str]] = {
     "scenes": GROUND,
     "outlines": GROUND | {"scenes"},
@@ -23,12 +23,13 @@ ALLOWED: dict[str, set[str]] = {
     "data": GROUND | {"scenes", "stack", "outlines", "model"},
     "model": GROUND | {"data"},
     "training": GROUND | {"data", "model"},
-    "mapping": GROUND | {"scenes", "stack", "outlines", "data", "model"},
+    "stac": GROUND | {"scenes"},  # STAC out: items and catalogs of maps (issue 22)
+    "mapping": GROUND | {"scenes", "stack", "outlines", "data", "model", "stac"},
     "products": GROUND | {"outlines", "scenes"},
     "sample": GROUND | {"outlines", "scenes"},
     "examples": GROUND | {"outlines", "scenes"},
     "workflow": GROUND | {"scenes", "stack", "outlines", "dem", "data", "model", "training",
-                          "mapping", "products", "sample", "examples"},
+                          "mapping", "products", "sample", "examples", "stac"},
 }
 
 

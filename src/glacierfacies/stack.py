@@ -248,7 +248,7 @@ def write_feature_stack_blocks(
     ctx, first, n_valid, glaciers = None, None, 0, set()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from glacierfacies.progress import tqdm
 
         bar = tqdm(total=len(blocks), desc="feature blocks", unit="block")
     try:

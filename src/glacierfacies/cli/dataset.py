@@ -36,11 +36,12 @@ def dataset_group() -> None:
 
 
 def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
-    from glacierfacies.scenes.reader import find_scenes
+    from glacierfacies.scenes.reader import _stac_expanded, find_scenes
 
     paths: list[Path] = []
     for p in scenes:  # a folder of scenes, or a scene folder itself (find_scenes keeps it)
-        paths.extend(find_scenes(p) if p.is_dir() else [p])
+        # a STAC ItemCollection / catalog gives its items
+        paths.extend(find_scenes(p) if p.is_dir() else map(Path, _stac_expanded([str(p)])))
     if not paths:
         raise InputError(scenes[0] if scenes else None, "no scenes found")
     return paths

@@ -42,7 +42,8 @@ def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], ou
             confidence_out: Path | None, probabilities_out: Path | None,
             no_probabilities: bool, overwrite: bool, **options) -> None:
     """Map the facies of one SCENE (Sentinel-2 .SAFE/.SAFE.zip, Landsat folder/.tar, HLS
-    granule or GeoTIFF stack)."""
+    granule, GeoTIFF stack, or a STAC item JSON); a STAC Item of the map is written beside
+    it (<map stem>.stac.json)."""
     from glacierfacies.mapping.scene_map import map_scene
 
     if no_probabilities:
@@ -74,7 +75,9 @@ def map_cmd(scene: Path, dem: Path, outlines: Path, models: tuple[Path, ...], ou
 def map_many_cmd(scenes_glob: str, dem: Path, outlines: Path, models: tuple[Path, ...],
                  out_dir: Path, confidence: bool, scheduler: str, workers: int,
                  overwrite: bool, **options) -> None:
-    """Map every scene matching SCENES_GLOB on Dask; finished scenes are skipped on rerun."""
+    """Map every scene matching SCENES_GLOB (or every item of a STAC ItemCollection /
+    catalog) on Dask; finished scenes are skipped on rerun; OUT_DIR/catalog.json is a static
+    STAC catalog of the maps."""
     from glacierfacies.mapping.distributed import map_many
     from glacierfacies.scenes.reader import expand_scenes
 

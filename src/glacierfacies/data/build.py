@@ -244,8 +244,8 @@ def build_patchset(
     memory-mapped. `read_options` (`scenes.options.ReadOptions`) says how scenes are read.
     """
     from rasterio.transform import rowcol
-    from tqdm import tqdm
 
+    from glacierfacies.progress import tqdm
     from glacierfacies.scenes.reader import scene_grid
     from glacierfacies.scenes.reader import scene_ids as ids_of_scenes
 

@@ -90,7 +90,8 @@ def import_published(
     the memory-mapped store and nothing is written unless every file is good.
     """
     import pandas as pd
-    from tqdm import tqdm
+
+    from glacierfacies.progress import tqdm
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -188,7 +189,8 @@ def export_published(
     """Write a PatchSet as the published layout (one 11-band GeoTIFF per patch), atomically."""
     import rasterio
     from rasterio.transform import from_origin
-    from tqdm import tqdm
+
+    from glacierfacies.progress import tqdm
 
     ps = patchset if isinstance(patchset, PatchSet) else PatchSet.load(patchset)
     if ps.feature_names != FEATURE_NAMES:

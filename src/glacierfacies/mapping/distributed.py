@@ -102,6 +102,7 @@ def map_many(
                          # interrupted run are stale and get replaced
                          overwrite=True, config=config))
     if not jobs:
+        _write_catalog(scenes, out_dir, confidence)
         return ManyResult(records)
     with contextlib.ExitStack() as stack:
         if scheduler == "local":
@@ -123,7 +124,7 @@ def map_many(
             futures[fut] = job["scene"]
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from glacierfacies.progress import tqdm
 
             bar = tqdm(total=len(futures), desc="scenes", unit="scene")
         for fut in as_completed(list(futures)):
@@ -137,7 +138,20 @@ def map_many(
         if bar is not None:
             bar.close()
     _remove_stale_temporaries(jobs, out_dir)
+    _write_catalog(scenes, out_dir, confidence)
     return ManyResult(records)
+
+
+def _write_catalog(scenes: Sequence[PathLike], out_dir: Path, confidence: bool) -> Path | None:
+    """OUT_DIR/catalog.json: a static STAC catalog of the maps of `scenes` that exist."""
+    from glacierfacies.stac import map_item_path, write_catalog
+
+    items = []
+    for scene in scenes:
+        out, _ = output_paths(scene, out_dir, confidence)
+        if out.exists() and map_item_path(out).exists():
+            items.append(map_item_path(out))
+    return write_catalog(out_dir, items) if items else None
 
 
 def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
@@ -148,7 +162,10 @@ def _remove_stale_temporaries(jobs: Sequence[dict], out_dir: Path) -> None:
         for target in (job["out"], job["confidence_out"]):
             if target is None:
                 continue
-            for name in (Path(target).name, Path(target).with_suffix(".qml").name):
+            from glacierfacies.stac import map_item_path
+
+            for name in (Path(target).name, Path(target).with_suffix(".qml").name,
+                         map_item_path(target).name):
                 for tmp in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
                     if tmp.is_dir():
                         shutil.rmtree(tmp, ignore_errors=True)

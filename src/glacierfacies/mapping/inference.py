@@ -348,7 +348,7 @@ def dense_predict(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from glacierfacies.progress import tqdm
 
         bar = tqdm(total=len(todo), desc="tiles", unit="tile")
     lag = 1 if (cuda and opts.overlap_copies) else 0

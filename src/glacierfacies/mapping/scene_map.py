@@ -159,7 +159,7 @@ def _predict_blocks(
             "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "terrain": {}}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from glacierfacies.progress import tqdm
 
         bar = tqdm(total=len(todo), desc="blocks", unit="block")
     for r0, c0 in todo:
@@ -233,7 +233,9 @@ def map_scene(
     t0 = time.perf_counter()
     out = Path(out)
     extra_outs = [Path(p) for p in (confidence_out, probabilities_out) if p]
-    for t in [out, out.with_suffix(".qml"), *extra_outs]:
+    from glacierfacies.stac import map_item_path, write_map_item
+
+    for t in [out, out.with_suffix(".qml"), map_item_path(out), *extra_outs]:
         check_output_folder(t.parent)
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
@@ -242,8 +244,10 @@ def map_scene(
     if str(device).startswith("cpu"):  # same maps, a third of the activation memory
         tile_size = min(tile_size, CPU_MAX_TILE_PX)
     block_size, smoothing = cfg.block_size, cfg.smoothing
+    from glacierfacies.scenes.stac import is_stac
+
     for p, what in ((scene, "scene"), (dem, "DEM"), (outlines, "outlines")):
-        if not Path(p).exists():
+        if not Path(p).exists() and not (what == "scene" and is_stac(p)):  # FILE.json#ID
             raise InputError(p, f"{what} does not exist")
     resolution_m = 10.0 if cfg.read is None else cfg.read.resolution_m
     check_resolution(models, resolution_m)
@@ -309,6 +313,8 @@ def map_scene(
         if classes is not None:  # what the model can see: products say firn_mapped from it
             meta["MODEL_CLASSES"] = ",".join(c for c in CLASS_NAMES if c in classes)
         outputs, counts = writer.finish(meta)
+    outputs.append(_write_item(out, scene, confidence_out, probabilities_out, "QA" in meta,
+                               models, write_map_item))
     return MapResult(
         scene=str(scene), outputs=[str(p) for p in outputs],
         n_classified=int(counts.sum()),
@@ -316,6 +322,20 @@ def map_scene(
         seconds=time.perf_counter() - t0, tiles_run=tiles_run, tiles_skipped=tiles_skipped,
         extra=info,
     )
+
+
+def _write_item(out: Path, scene: PathLike, confidence_out: PathLike | None,
+                probabilities_out: PathLike | None, has_qa: bool, models: Sequence[PathLike],
+                write_map_item: Any) -> Path:
+    """The map's STAC item beside it (`glacierfacies.stac`), linked to the scene's own item
+    when the scene was read from one."""
+    from glacierfacies.scenes.stac import is_stac, split_ref
+
+    source = split_ref(scene)[0] if str(scene).lower().split("#")[0].endswith(".json") \
+        and is_stac(scene) else None
+    return write_map_item(out, confidence=confidence_out, probabilities=probabilities_out,
+                          qa=qa_path(out) if has_qa else None, source_item=source,
+                          models=[Path(m).name for m in models])
 
 
 def qa_path(out: PathLike) -> Path:
@@ -329,6 +349,11 @@ def scene_stem(scene: PathLike) -> str:
     suffixes (an HLS band file gives its granule's name)."""
     import re
 
+    from glacierfacies.scenes.stac import is_stac, stac_scene_id
+
+    if str(scene).lower().endswith(".json") or ".json#" in str(scene).lower():
+        if is_stac(scene):  # a STAC item: its id
+            return stac_scene_id(scene)
     name = Path(scene).name
     for suffix in (".zip", ".ZIP", ".gz", ".tgz", ".tar", ".TAR", ".SAFE", ".safe", ".tif",
                    ".tiff", ".TIF", ".vrt"):

@@ -14,7 +14,6 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
-from tqdm import tqdm
 
 from glacierfacies._io import atomic_output, check_output, write_json
 from glacierfacies.classes import N_CLASSES, NODATA_CLASS
@@ -24,6 +23,7 @@ from glacierfacies.products import massbalance as mb
 from glacierfacies.products.coverage import SCENE_COLUMNS, outline_coverage, row_flags
 from glacierfacies.products.hemisphere import outline_hemispheres
 from glacierfacies.products.layers import check_given, find_companion, firn_mapped, member_bands
+from glacierfacies.progress import tqdm
 from glacierfacies.scenes.grid import Grid
 
 __all__ = ["CARRY_COLUMNS", "PRODUCT_REQUIRED", "compute_products", "read_products",

@@ -106,7 +106,8 @@ def write_sample(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = Fa
 def _generate(out_dir: Path, seed: int, overwrite: bool) -> str:
     import geopandas as gpd
     import pandas as pd
-    from tqdm import tqdm
+
+    from glacierfacies.progress import tqdm
 
     streams = np.random.SeedSequence(int(seed)).spawn(5)
     rng_world, rng_state, rng_label, rng_wgms = (np.random.default_rng(s) for s in streams[:4])

@@ -81,7 +81,8 @@ def _is_tar(p: Path) -> bool:
 
 def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Scene paths from paths and glob patterns (``*.SAFE``, ``~`` expanded), in the order
-    given, each pattern's matches sorted, duplicates dropped.
+    given, each pattern's matches sorted, duplicates dropped. A STAC ItemCollection or
+    catalog gives its items (``FILE.json#ITEM_ID`` / the items' files; `scenes.stac`).
 
     InputError naming the pattern when a glob matches nothing or a plain path is missing.
     """
@@ -96,11 +97,29 @@ def expand_scenes(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> 
                 raise InputError(given, "no scene matches this pattern")
         elif os.path.exists(pattern):
             hits = [pattern]
+        elif _is_stac_ref(pattern):  # FILE.json#ITEM_ID
+            hits = [pattern]
         else:
             raise InputError(given, "scene not found")
-        for hit in map(Path, hits):
+        for hit in map(Path, _stac_expanded(hits)):
             if hit not in out:
                 out.append(hit)
+    return out
+
+
+def _is_stac_ref(text: str) -> bool:
+    from glacierfacies.scenes.stac import is_stac
+
+    return is_stac(text)
+
+
+def _stac_expanded(hits: list[str]) -> list[str]:
+    """Each STAC ItemCollection / catalog among `hits` replaced by its items."""
+    from glacierfacies.scenes.stac import expand_stac, is_stac
+
+    out: list[str] = []
+    for h in hits:
+        out.extend(expand_stac(h) if str(h).lower().endswith(".json") and is_stac(h) else [h])
     return out
 
 
@@ -120,8 +139,11 @@ def read_scene(
     GeoTIFF-stack fields. Input whose median blue/green/red reflectance is implausible is
     refused with a one-line InputError naming the file (see `check_plausible`).
     """
-    p = Path(path)
-    if not p.exists():
+    from glacierfacies.scenes.stac import is_stac, read_stac
+
+    p = Path(path)  # a STAC item JSON (or FILE.json#ITEM_ID) is read by scenes.stac
+    stac = is_stac(path)
+    if not stac and not p.exists():
         raise InputError(p, "scene not found")
     opts = options or ReadOptions()
     if band_map is not None or scale is not None or offset is not None:
@@ -134,7 +156,9 @@ def read_scene(
     if grid is None and opts.resolution_m != TARGET_RES_M:
         grid = scene_grid(p, opts.resolution_m)
     target = None if grid is None else Grid.of(grid)
-    if _is_safe(p):
+    if stac:
+        scene = read_stac(path, target, opts)
+    elif _is_safe(p):
         scene = _read_s2(p, target, safe=True, options=opts)
     elif _is_tar(p) or _find_mtl(p) is not None:
         scene = _read_landsat(_landsat_source(p), target, opts)
@@ -160,7 +184,11 @@ def read_scene(
 def scene_grid(path: str | os.PathLike, resolution_m: float = TARGET_RES_M) -> Grid:
     """The grid `read_scene(path)` would use (10 m, or `ReadOptions.resolution_m`), from the
     band files' headers only (no pixels read): lets block-wise work plan blocks cheaply."""
+    from glacierfacies.scenes.stac import is_stac, stac_files
+
     p = Path(path)
+    if is_stac(path):
+        return _grid_of_files(stac_files(path).files, resolution_m)
     if not p.exists():
         raise InputError(p, "scene not found")
     if _is_safe(p):
@@ -185,10 +213,14 @@ def scene_ids(paths: Iterable[str | os.PathLike]) -> list[str]:
     import re
 
     from glacierfacies.scenes.hls import _granule
+    from glacierfacies.scenes.stac import is_stac, stac_scene_id
 
     out = []
-    for p in map(Path, paths):
-        if _is_safe(p) or (p.is_dir() and not is_hls(p) and _find_mtl(p) is None
+    for given in paths:
+        p = Path(given)
+        if is_stac(given):
+            out.append(stac_scene_id(given))
+        elif _is_safe(p) or (p.is_dir() and not is_hls(p) and _find_mtl(p) is None
                            and _is_s2_band_folder(p)):
             name = _s2_tree(p).product_name if p.is_file() else p.name
             out.append(name[:-5] if name.upper().endswith(".SAFE") else name)

@@ -220,8 +220,7 @@ def train_fold(
     `on_batch(round_no, fold, epoch, batch)` is called before every batch (test hooks, e.g.
     `glacierfacies._testing.batch_hook_from_env`).
     """
-    from tqdm.auto import tqdm
-
+    from glacierfacies.progress import tqdm
     from glacierfacies.training.metrics import mean_iou
 
     device = data.x.device

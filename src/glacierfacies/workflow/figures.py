@@ -18,7 +18,8 @@ from glacierfacies._io import save_figure
 from glacierfacies.classes import CLASSES, NODATA_CLASS
 from glacierfacies.layout import get_filepath
 
-__all__ = ["bar_counts_png", "class_colormap", "confusion_png", "massbalance_figures",
+__all__ = ["bar_counts_png", "class_colormap", "confusion_png", "hypsometry_png",
+           "massbalance_figures",
            "quicklook_png", "reliability_png", "rgb_composite", "scatter_png", "timeseries_png",
            "training_figures"]
 
@@ -49,10 +50,16 @@ def rgb_composite(reflectance_rgb: np.ndarray, percentile: float = 99.0) -> np.n
 
 
 def quicklook_png(
-    rgb: np.ndarray, class_map: np.ndarray, path: Path, title: str = ""
+    rgb: np.ndarray, class_map: np.ndarray, path: Path, title: str = "",
+    elevation: np.ndarray | None = None, glacier_index: np.ndarray | None = None,
+    lines: Sequence[tuple[int, float, float]] = (),
 ) -> Path:
-    """RGB scene beside its facies map with a legend of the class colours."""
+    """RGB scene beside its facies map with a legend of the class colours. With
+    `elevation` and `glacier_index` (on the quicklook grid) and `lines` (glacier index,
+    snowline altitude, firn-line altitude), each glacier's snowline (solid) and firn line
+    (dashed) are drawn on both panels: the DEM contour at that altitude inside its outline."""
     plt = _agg()
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
@@ -68,15 +75,89 @@ def quicklook_png(
         ax.set_yticks([])
     handles = [Patch(facecolor=np.array(c.colour) / 255.0, edgecolor="k", label=c.name)
                for c in CLASSES]
+    if _draw_lines(axes, elevation, glacier_index, lines):
+        handles += [Line2D([], [], color="#e8112d", lw=1.6, label="snowline"),
+                    Line2D([], [], color="#ff9f1c", lw=1.6, ls="--", label="firn line")]
     axes[1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path, dpi=90)
 
 
-def timeseries_png(products, path: Path, min_observed: float = 0.8) -> Path:
-    """AAR and snowline altitude through time, one line per glacier; scenes where less than
-    `min_observed` of the glacier is seen (cloud) are drawn as open markers, not joined."""
+def season_segments(dates, values, gap_days: int = 120) -> tuple[list, list]:
+    """(x, y) with a break (NaN) wherever consecutive dates are more than `gap_days` apart:
+    a line joins the scenes of one ablation season, never two summers across a winter."""
+    import pandas as pd
+
+    dates, values = list(pd.to_datetime(dates)), list(values)
+    xs: list = []
+    ys: list = []
+    for i, (d, v) in enumerate(zip(dates, values, strict=True)):
+        if i and (d - dates[i - 1]).days > gap_days:
+            xs.append(d - (d - dates[i - 1]) / 2)
+            ys.append(np.nan)
+        xs.append(d)
+        ys.append(v)
+    return xs, ys
+
+
+def _draw_lines(axes, elevation, glacier_index, lines) -> bool:
+    """Contours of `elevation` at each glacier's snowline / firn line, inside the glacier."""
+    if elevation is None or glacier_index is None or not len(lines):
+        return False
+    drawn = False
+    for gi, snow, firn in lines:
+        inside = glacier_index == gi
+        if inside.sum() < 4:
+            continue
+        z = np.where(inside, elevation, np.nan)
+        for level, colour, style in ((snow, "#e8112d", "-"), (firn, "#ff9f1c", "--")):
+            if level is None or not np.isfinite(level):
+                continue
+            if not (np.nanmin(z) < level < np.nanmax(z)):
+                continue
+            for ax in axes:
+                ax.contour(z, levels=[level], colors=colour, linewidths=1.4, linestyles=style)
+            drawn = True
+    return drawn
+
+
+def hypsometry_png(elevation_m: np.ndarray, classes: np.ndarray, pixel_area_km2: float,
+                   path: Path, title: str = "", band_m: float = 50.0) -> Path:
+    """Area per `band_m` altitude band of one glacier, stacked by facies class (observed
+    pixels; unclassified ones are left out and counted in the caption's title)."""
+    plt = _agg()
+    ok = np.isfinite(elevation_m) & (classes < len(CLASSES))
+    z, c = elevation_m[ok], classes[ok].astype(np.int64)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
+    if z.size:
+        lo = np.floor(z.min() / band_m) * band_m
+        hi = np.ceil(z.max() / band_m) * band_m + (band_m if z.max() % band_m == 0 else 0)
+        edges = np.arange(lo, hi + band_m / 2, band_m)
+        band = np.clip(np.digitize(z, edges) - 1, 0, len(edges) - 2)
+        area = np.zeros((len(edges) - 1, len(CLASSES)))
+        np.add.at(area, (band, c), pixel_area_km2)
+        left = np.zeros(len(edges) - 1)
+        centres = edges[:-1] + band_m / 2
+        for k, cls in enumerate(CLASSES):
+            if area[:, k].any():
+                ax.barh(centres, area[:, k], height=band_m * 0.9, left=left,
+                        color=np.array(cls.colour) / 255.0, edgecolor="#555", linewidth=0.3,
+                        label=cls.name)
+                left += area[:, k]
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("area per 50 m band (km²)" if band_m == 50 else f"area per {band_m:g} m "
+                  "band (km²)")
+    ax.set_ylabel("altitude (m)")
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path, dpi=90)
+
+
+def timeseries_png(products, path: Path, min_observed: float = 0.8,
+                   gap_days: int = 120) -> Path:
+    """AAR and snowline altitude through time, one line per glacier and season (broken
+    across winters, `season_segments`); scenes where less than `min_observed` of the glacier
+    is seen (cloud) are drawn as open markers, not joined."""
     import pandas as pd
 
     plt = _agg()
@@ -86,11 +167,12 @@ def timeseries_png(products, path: Path, min_observed: float = 0.8) -> Path:
     for glacier, g in df.sort_values("date").groupby("glacier"):
         seen = g["observed_fraction"] >= min_observed
         for ax, col in ((axes[0], "aar"), (axes[1], "snowline_m")):
-            line, = ax.plot(g.loc[seen, "date"], g.loc[seen, col], marker="o",
-                            label=str(glacier))
+            x, y = season_segments(g.loc[seen, "date"], g.loc[seen, col], gap_days)
+            line, = ax.plot(x, y, marker="o", label=str(glacier))
             ax.plot(g.loc[~seen, "date"], g.loc[~seen, col], marker="o", linestyle="none",
                     markerfacecolor="none", color=line.get_color())
-    axes[1].set_xlabel(f"open markers: glacier less than {min_observed:.0%} observed")
+    axes[1].set_xlabel(f"open markers: glacier less than {min_observed:.0%} observed; lines "
+                       f"join scenes of one season (no line across gaps > {gap_days} days)")
     axes[0].set_ylabel("AAR")
     axes[0].set_ylim(0, 1)
     axes[1].set_ylabel("snowline altitude (m)")
@@ -128,19 +210,27 @@ def confusion_png(counts: Any, class_names: Sequence[str], path: Path, *,
             ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0)
             for i in range(n_classes):
                 for j in range(n_classes):
-                    ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=7,
-                            color="white" if shown[i, j] > 0.5 else "black")
-            ax.set_xticks(range(n_classes), class_names, rotation=45, ha="right")
-            ax.set_yticks(range(n_classes), class_names)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("reference")
-            ax.set_title(label)
+                    ax.text(j, i, _cell_text(mat[i, j], fmt), ha="center", va="center",
+                            fontsize=11, color="white" if shown[i, j] > 0.5 else "black")
+            ax.set_xticks(range(n_classes), class_names, rotation=45, ha="right", fontsize=11)
+            ax.set_yticks(range(n_classes), class_names, fontsize=11)
+            ax.set_xlabel("predicted", fontsize=12)
+            ax.set_ylabel("reference", fontsize=12)
+            ax.set_title(label, fontsize=13)
         if title:
             fig.suptitle(title)
     except BaseException:
         plt.close(fig)
         raise
     return save_figure(fig, path, dpi=120)
+
+
+def _cell_text(value: Any, fmt: str) -> str:
+    """A confusion cell: counts compact (1.2k), empty cells blank, recall to 2 decimals."""
+    if fmt == "d":
+        v = int(value)
+        return "" if v == 0 else (f"{v / 1000:.1f}k" if v >= 10_000 else str(v))
+    return "" if value == 0 else format(value, fmt)
 
 
 def _floats(values: Any) -> np.ndarray:

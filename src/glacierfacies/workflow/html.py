@@ -26,14 +26,42 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
 
 
+def column_digits(name: str) -> int | None:
+    """Decimals a report column is shown with, from its name: altitudes and lengths (``_m``,
+    ``(m)``) to 1 m, areas (``km2``) to 0.01 km², balances (``mwe``, ``m w.e.``) to 0.01;
+    None: the table's default."""
+    n = str(name).lower()
+    if "km2" in n or "km²" in n:
+        return 2
+    if "mwe" in n or "m w.e." in n:
+        return 2
+    if "%" in n or "percent" in n:
+        return 1
+    if n.endswith("_m") or n.endswith("(m)") or "_m_" in n or n.endswith(" m") or \
+            "altitude" in n or "elevation" in n:
+        return 0
+    return None
+
+
 def table_html(df, float_format: str = "{:.3f}") -> str:
-    """A pandas DataFrame as a plain HTML table (numbers formatted, index kept if named)."""
+    """A pandas DataFrame as a plain HTML table (numbers formatted by `column_digits`, index
+    kept if named), in a box that scrolls sideways rather than run off the page."""
+    import pandas as pd
+
     keep_index = df.index.name is not None or any(n is not None for n in (df.index.names or []))
-    return df.to_html(
-        classes="tbl", border=0, index=keep_index, na_rep="–",
-        float_format=lambda v: f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1
-        else float_format.format(v),
-    )
+
+    def default(v) -> str:
+        return (f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1
+                else float_format.format(v))
+
+    formatters = {}
+    for col in df.columns:
+        digits = column_digits(col)
+        if digits is not None and pd.api.types.is_float_dtype(df[col]):
+            formatters[col] = (lambda v, d=digits: "–" if pd.isna(v) else f"{v:.{d}f}")
+    text = df.to_html(classes="tbl", border=0, index=keep_index, na_rep="–",
+                      float_format=default, formatters=formatters or None)
+    return f'<div class="tblwrap">{text}</div>'
 
 
 def _img_tag(path: Path, alt: str) -> str:
@@ -46,10 +74,14 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 max-width:1150px;color:#1d2733;line-height:1.45;padding:0 1em}
 h1{border-bottom:3px solid #4a7fb5;padding-bottom:.3em}
 h2{margin-top:2em;border-bottom:1px solid #ccd;padding-bottom:.2em}
-table.tbl{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-table.tbl td,table.tbl th{border:1px solid #ccd;padding:.25em .6em;text-align:right}
-table.tbl th{background:#eef2f7}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #dde}
+.tblwrap{max-width:100%;overflow-x:auto;margin:.8em 0}
+table.tbl{border-collapse:collapse;font-size:.8em}
+table.tbl td,table.tbl th{border:1px solid #ccd;padding:.2em .45em;text-align:right}
+table.tbl td{white-space:nowrap}
+table.tbl th{background:#eef2f7;max-width:9em;white-space:normal;word-break:normal}
+figure{margin:1em 1em 1em 0;display:inline-table;vertical-align:top}
+figure img{max-width:100%;border:1px solid #dde}
+figcaption{display:table-caption;caption-side:bottom}
 figcaption{font-size:.85em;color:#556}
 pre{background:#f5f7fa;padding:1em;overflow-x:auto;font-size:.8em}
 .legend span{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;border:1px solid #333;
@@ -88,6 +120,10 @@ def render_html(title: str, intro: str, sections: list[Section]) -> str:
         "<script>window.addEventListener('load',function(){var im=document.images,b=0;"
         "for(var i=0;i<im.length;i++){if(!im[i].complete||im[i].naturalWidth===0)b++;}"
         "document.body.setAttribute('data-images',im.length);"
+        "document.body.setAttribute('data-height',document.documentElement.scrollHeight);"
+        "var w=0,t=document.querySelectorAll('.tblwrap');for(var j=0;j<t.length;j++)"
+        "{if(t[j].scrollWidth>t[j].clientWidth+1){w++;t[j].setAttribute('data-wide',t[j].scrollWidth+'/'+t[j].clientWidth);}}"
+        "document.body.setAttribute('data-wide-tables',w);"
         "document.body.setAttribute('data-broken-images',b);});</script>"
     )
     parts.append("</body></html>")

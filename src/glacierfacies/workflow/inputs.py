@@ -35,7 +35,10 @@ def input_signatures(inputs: Inputs, out: Path) -> dict[str, list[dict[str, Any]
     run folder keeps its stages.
     """
     groups: dict[str, list[Path]] = {
-        "scenes": list(inputs.scenes), "dem": [inputs.dem], "outlines": [inputs.outlines],
+        # an item of a STAC ItemCollection (FILE.json#ID) is signed by its file
+        "scenes": list(dict.fromkeys(Path(str(s).split(".json#")[0] + ".json")
+                                     if ".json#" in str(s) else s for s in inputs.scenes)),
+        "dem": [inputs.dem], "outlines": [inputs.outlines],
         "labels": [inputs.labels],
         "flipped": [inputs.flipped] if inputs.flipped and inputs.flipped.is_file() else [],
         "truth": [inputs.truth] if inputs.truth and inputs.truth.is_dir() else [],

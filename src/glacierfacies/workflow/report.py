@@ -56,6 +56,15 @@ def _metrics_tables(metrics: dict[str, Any]) -> list[str]:
     return tables
 
 
+#: Columns of the products table in the report, with their short headers (units in them).
+PRODUCT_HEADERS = {"glacier": "glacier", "date": "date", "sensor": "sensor",
+                   "observed_fraction": "observed", "aar": "AAR", "aar_unc": "AAR ±",
+                   "aar_snow_firn": "AAR snow+firn", "snowline_m": "snowline (m)",
+                   "snowline_unc_m": "snowline ± (m)", "firnline_m": "firn line (m)",
+                   "firnline_unc_m": "firn line ± (m)", "glacier_area_km2": "area (km2)",
+                   "mean_confidence": "confidence (%)",
+                   "uncertainty_method": "uncertainty from", "product_flags": "flags"}
+
 QUICKLOOK_PX = 1200  # longest side of a quicklook read (map from overviews, scene onto it)
 
 
@@ -84,10 +93,15 @@ def read_quicklook(scene: Path, facies: Path, read_options: Any = None
 
 
 def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = None) -> list:
+    import pandas as pd
+
     from glacierfacies.mapping.scene_map import scene_stem
     from glacierfacies.workflow.figures import quicklook_png
     from glacierfacies.workflow.html import Figure
 
+    products_csv = get_filepath("products_csv", out)
+    rows = pd.read_csv(products_csv, dtype={"glacier": str, "scene_id": str}) \
+        if products_csv.is_file() else None
     figs = []
     for scene in inputs.scenes:
         stem = scene_stem(scene)
@@ -95,11 +109,117 @@ def _quicklooks(out: Path, inputs: Inputs, fig_dir: Path, read_options: Any = No
         if not facies.is_file():
             continue
         rgb, classes, sc, tags = read_quicklook(scene, facies, read_options)
+        elevation, index, lines = _scene_lines(out, inputs, sc, rows)
         path = quicklook_png(rgb, classes, fig_dir / f"quicklook_{stem}.png",
-                             title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})")
+                             title=f"{sc.scene_id[:60]} ({sc.sensor}, {sc.acquired:%Y-%m-%d})",
+                             elevation=elevation, glacier_index=index, lines=lines)
         figs.append(Figure(f"{sc.sensor} {sc.acquired:%Y-%m-%d}", path,
-                           f"{stem}: true colour and facies map ({tags.get('SCENE_ID', '')})"))
+                           f"{stem}: true colour and facies map ({tags.get('SCENE_ID', '')})"
+                           + ("; each glacier's snowline (red) and firn line (orange, dashed)"
+                              " from the products table" if lines else "")))
     return figs
+
+
+def _on_grid(path: Path, grid: Any) -> np.ndarray:
+    """A single-band raster (the DEM) read bilinearly onto `grid`, NaN outside."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    dst = np.full(grid.shape, np.nan, np.float32)
+    with rasterio.open(path) as src:
+        reproject(rasterio.band(src, 1), dst, dst_transform=grid.transform, dst_crs=grid.crs,
+                  dst_nodata=np.nan, resampling=Resampling.bilinear)
+    return dst
+
+
+def _scene_lines(out: Path, inputs: Inputs, sc: Any, rows: Any
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, list]:
+    """(DEM on the quicklook grid, glacier index, [(index, snowline, firn line)]) of the
+    products rows of this scene; (None, None, []) without products or DEM."""
+    from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
+
+    if rows is None or not len(rows) or inputs.dem is None:
+        return None, None, []
+    mine = rows[rows["scene_id"].astype(str) == str(sc.scene_id)]
+    if not len(mine):
+        return None, None, []
+    try:
+        gdf = read_outlines(inputs.outlines, grid=sc.grid)
+        ids = gdf[find_id_column(gdf, path=inputs.outlines)].astype(str).tolist()
+        index = rasterise_outlines(sc.grid, gdf)
+        elevation = _on_grid(inputs.dem, sc.grid)
+    except Exception:  # a figure is not worth failing the report for
+        return None, None, []
+    lines = []
+    for _, r in mine.iterrows():
+        if str(r["glacier"]) in ids:
+            lines.append((ids.index(str(r["glacier"])) + 1, float(r.get("snowline_m", np.nan)),
+                          float(r.get("firnline_m", np.nan))))
+    return elevation, index, lines
+
+
+def _hypsometry_figures(out: Path, inputs: Inputs, prod: Any, fig_dir: Path,
+                        min_observed: float) -> list:
+    """Per glacier: area per 50 m altitude band coloured by facies, on its latest scene that
+    is observed >= `min_observed` (the end of its last season)."""
+    import rasterio
+
+    from glacierfacies.mapping.scene_map import scene_stem
+    from glacierfacies.outlines import find_id_column, rasterise_outlines, read_outlines
+    from glacierfacies.scenes.grid import Grid
+    from glacierfacies.workflow.figures import hypsometry_png
+    from glacierfacies.workflow.html import Figure
+
+    if inputs.dem is None or not len(prod):
+        return []
+    maps = {}
+    for scene in inputs.scenes:
+        facies = get_filepath("facies_map", out, stem=scene_stem(scene))
+        if facies.is_file():
+            with rasterio.open(facies) as ds:
+                maps[ds.tags().get("SCENE_ID", "")] = facies
+    figs = []
+    for glacier, g in prod.sort_values("date").groupby(prod["glacier"].astype(str), sort=True):
+        pick = g[g["scene_id"].astype(str).isin(maps)]
+        if not len(pick):
+            continue
+        seen = pick[pick["observed_fraction"] >= min_observed]
+        # the end of its last season; else its best observed scene
+        row = seen.iloc[-1] if len(seen) else pick.loc[pick["observed_fraction"].idxmax()]
+        facies = maps[str(row["scene_id"])]
+        try:
+            with rasterio.open(facies) as ds:
+                grid = Grid(ds.crs, ds.transform, ds.height, ds.width)
+                gdf = read_outlines(inputs.outlines, grid=grid)
+                ids = gdf[find_id_column(gdf, path=inputs.outlines)].astype(str).tolist()
+                if glacier not in ids:
+                    continue
+                geom = gdf.iloc[[ids.index(glacier)]]
+                from rasterio.windows import from_bounds
+
+                bounds = geom.to_crs(ds.crs).total_bounds
+                win = from_bounds(*bounds, transform=ds.transform).round_offsets() \
+                    .round_lengths()
+                sub = Grid(ds.crs, ds.window_transform(win), int(win.height), int(win.width))
+                classes = ds.read(1, window=win, boundless=True, fill_value=255)
+            inside = rasterise_outlines(sub, geom, as_mask=True)
+            elevation = np.where(inside, _on_grid(inputs.dem, sub), np.nan)
+        except Exception:
+            continue
+        px_km2 = abs(grid.transform.a * grid.transform.e) / 1e6
+        path = hypsometry_png(elevation, np.where(inside, classes, 255), px_km2,
+                              fig_dir / f"hypsometry_{_safe(glacier)}.png",
+                              title=f"{glacier}: {row['date']!s:.10} ({row['sensor']})")
+        figs.append(Figure(f"Hypsometry of {glacier}", path,
+                           f"area per 50 m altitude band by facies, scene "
+                           f"{row['scene_id']}; snowline {row['snowline_m']:.0f} m"))
+    return figs
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9A-Za-z._-]", "_", str(name))
 
 
 def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, float],
@@ -237,19 +357,21 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                 rows["snowline error (m)"] = rows["snowline_m"] - rows["snowline_m_true"]
                 rows["firn-line error (m)"] = rows["firnline_m"] - rows["firnline_m_true"]
                 rows["AAR error"] = rows["aar"] - rows["aar_true"]
-                keep = ["glacier", "year", "date", "sensor", "observed_fraction", "snowline_m",
-                        "snowline_m_true", "snowline error (m)", "snowline_unc_m",
-                        "firnline_m", "firnline_m_true", "firn-line error (m)",
-                        "firnline_unc_m", "aar", "aar_true", "AAR error", "aar_unc"]
-                eos_tables.append(table_html(rows[keep].round(3)))
-        cols = [c for c in ("glacier", "date", "sensor", "observed_fraction", "aar", "aar_unc",
-                            "aar_snow_firn", "snowline_m", "snowline_unc_m", "firnline_m",
-                            "firnline_unc_m", "mean_confidence", "uncertainty_method",
-                            "product_flags") if c in prod.columns]
-        sections.append(Section("Glacier products", paras,
-                                [*eos_tables,
-                                 table_html(prod[cols].sort_values(["glacier", "date"]))],
-                                [Figure("AAR and snowline altitude", ts)]))
+                keep = {"glacier": "glacier", "year": "year", "date": "date",
+                        "observed_fraction": "observed", "snowline_m": "snowline (m)",
+                        "snowline error (m)": "snowline error (m)",
+                        "snowline_unc_m": "snowline ± (m)", "firnline_m": "firn line (m)",
+                        "firn-line error (m)": "firn-line error (m)",
+                        "firnline_unc_m": "firn line ± (m)", "aar": "AAR",
+                        "AAR error": "AAR error", "aar_unc": "AAR ±"}
+                eos_tables.append(table_html(rows[list(keep)].rename(columns=keep).round(3)))
+        cols = {c: h for c, h in PRODUCT_HEADERS.items() if c in prod.columns}
+        shown = prod[list(cols)].sort_values(["glacier", "date"]).rename(columns=cols)
+        figs = [Figure("AAR and snowline altitude", ts,
+                       "one line per glacier and ablation season")]
+        figs += _hypsometry_figures(out, inputs, prod, fig_dir, cfg.min_observed)
+        sections.append(Section("Glacier products", paras, [*eos_tables, table_html(shown)],
+                                figs))
 
     # mass balance
     stats_path = get_filepath("massbalance_stats", out)
@@ -267,15 +389,16 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
                              "RMSE 95%": _interval(s.get("rmse_mwe_ci95")),
                              "slope": s.get("slope"), "intercept": s.get("intercept"),
                              "p-value": s.get("p_value")})
-        mfigs = [Figure(p.stem.replace("_", " "), shutil.copy(p, fig_dir / p.name))
-                 for p in sorted(get_filepath("massbalance", out).glob("scatter_*.png"))]
-        sections.append(Section(
-            "Mass balance",
-            [f"{stats.get('n_glacier_years')} glacier-years of {stats.get('n_glaciers')} "
-             "glaciers: the end-of-season scene of each glacier and balance year against "
-             "the WGMS annual balance. Scores are cross-validated (held-out predictions), "
-             "with 95% bootstrap intervals over glacier-years."],
-            [table_html(pd.DataFrame(rows))], mfigs))
+        mfigs, empty = _scatter_figures(get_filepath("massbalance", out), fig_dir)
+        paras = [f"{stats.get('n_glacier_years')} glacier-years of {stats.get('n_glaciers')} "
+                 "glaciers: the end-of-season scene of each glacier and balance year against "
+                 "the WGMS annual balance. Scores are cross-validated (held-out predictions), "
+                 "with 95% bootstrap intervals over glacier-years."]
+        if empty:
+            paras.append("No held-out predictions, hence no scatter plot, for "
+                         + "; ".join(empty) + ".")
+        sections.append(Section("Mass balance", paras, [table_html(pd.DataFrame(rows))],
+                                mfigs))
 
     if real and real.get("scenes"):  # the demo's real glacier (workflow.real_example)
         from glacierfacies.workflow.real_example import real_section
@@ -294,6 +417,39 @@ def stage_report(cfg: RunConfig, out: Path, inputs: Inputs, timings: dict[str, f
         f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", sections)
     dest = write_text(get_filepath("report", out), html_text)
     return {"report": str(dest), "figures": len(list(fig_dir.glob("*.png")))}
+
+
+def _scatter_figures(mb_dir: Path, fig_dir: Path) -> tuple[list, list[str]]:
+    """(figures of the scatter plots that have points, a phrase for each that has none:
+    a sentence says why, instead of an empty plot)."""
+    import shutil
+
+    import pandas as pd
+
+    from glacierfacies.workflow.html import Figure
+
+    n_points: dict[str, int] = {}
+    try:  # the panels' points, as `products.regression.scatter_panels` reads them
+        table = pd.read_csv(mb_dir / "glacier_years.csv")
+        observed = pd.to_numeric(table["annual_balance_mwe"], errors="coerce")
+        for col in table.columns:
+            if col.startswith(("pred_global_", "pred_glacier_")):
+                kind, product = col.removeprefix("pred_").split("_", 1)
+                ok = observed.notna() & pd.to_numeric(table[col], errors="coerce").notna()
+                n_points[f"scatter_{product}_{kind}"] = int(ok.sum())
+    except (OSError, KeyError, ValueError):
+        pass
+    figs, empty = [], []
+    for png in sorted(mb_dir.glob("scatter_*.png")):
+        label = png.stem.removeprefix("scatter_").replace("_", " ")
+        if n_points.get(png.stem, 1) == 0:
+            kind = ("no glacier has the years its own line needs (--min-years)"
+                    if png.stem.endswith("_glacier") else "too few glaciers to leave one out")
+            empty.append(f"{label.replace(' glacier', ', per glacier').replace(' global', ', global')}"
+                         f" ({kind})")
+            continue
+        figs.append(Figure(png.stem.replace("_", " "), shutil.copy(png, fig_dir / png.name)))
+    return figs, empty
 
 
 def html_path(p: Path) -> str:

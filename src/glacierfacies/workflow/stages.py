@@ -64,6 +64,10 @@ def stage_maps(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
                         probabilities_out=prob)
         done.append({"scene": str(scene), "map": str(facies), "seconds": round(res.seconds, 2),
                      "classified_px": res.n_classified})
+    from glacierfacies.stac import map_item_path, write_catalog
+
+    write_catalog(get_filepath("maps", out), [map_item_path(d["map"]) for d in done],
+                  title="glacierfacies run maps")
     return {"maps": done}
 
 
@@ -80,8 +84,10 @@ def stage_products(cfg: RunConfig, out: Path, inputs: Inputs) -> dict[str, Any]:
     maps = _map_files(out)
     table = compute_products(maps, inputs.outlines, inputs.dem, pcfg)  # companions: map tags
     get_filepath("products", out).mkdir(exist_ok=True)
-    write_products(table, get_filepath("products_gpkg", out), pcfg, overwrite=True)
-    write_products(table, get_filepath("products_csv", out), pcfg, overwrite=True)
+    sources = {"maps": [str(m) for m in maps], "outlines": str(inputs.outlines),
+               "dem": str(inputs.dem)}  # export-targets --format pygem reads them
+    write_products(table, get_filepath("products_gpkg", out), pcfg, sources, overwrite=True)
+    write_products(table, get_filepath("products_csv", out), pcfg, sources, overwrite=True)
     summary: dict[str, Any] = {"rows": int(len(table))}
     if inputs.truth is not None and (inputs.truth / "aar_truth.csv").is_file():
         summary["aar_vs_truth"] = compare_aar_with_truth(table, inputs.truth / "aar_truth.csv",
