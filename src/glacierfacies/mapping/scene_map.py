@@ -120,84 +120,171 @@ def core_of(margin: int, bh: int, bw: int) -> tuple[slice, slice]:
     return slice(margin, margin + bh), slice(margin, margin + bw)
 
 
+def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1) of the True pixels of a 2-D mask, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _predict_blocks(
     members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
     buffer_m: float, block_size: int, tile_size: int, device: str, precision: str,
     progress: bool, writer: Any, read: Any = None, return_probs: bool = False,
+    threads: bool = True,
 ) -> dict:
-    """Dense prediction block by block into `writer` (a `BlockMapWriter`): each block
-    (+ halo + context) read as a window grid, its glacier mask burned on that window.
+    """Dense prediction block by block into `writer` (a `BlockMapWriter`).
 
-    Memory ~ one block's features; nothing of the scene's size is held. Every block uses
-    the whole scene's `stack.TerrainContext` (DEM margin from relief and sun elevation,
-    proximity margin from the glaciers' size, sun azimuth turned to grid north), so its
-    features, hence its map, equal a whole-scene run's on glacier pixels.
+    The glacier mask (+ buffer) is burned once on the scene grid; a block without a pixel
+    to map is written as nodata before anything of it is read. A block that has some is
+    computed on one window only: the bounding box of its mapped pixels plus the receptive
+    halo (`scene_features.SceneFeatures`: that window of the scene read once, the DEM under
+    it plus the shadow reach, terrain with torch on `device`, proximity on the window plus
+    its reach). Reading the next block's window and DEM (a reader thread) and writing the
+    last block's outputs (a writer thread) overlap the features and inference of this one.
+
+    Every window uses the whole scene's `stack.TerrainContext`, so its features, hence its
+    map, equal a whole-scene run's on glacier pixels.
     """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    from glacierfacies.mapping.inference import dense_predict
-    from glacierfacies.outlines import read_outlines
-    from glacierfacies.scenes.reader import read_scene
-    from glacierfacies.stack import build_feature_stack, scene_notes, terrain_context
+    from glacierfacies.mapping.inference import NODATA, dense_predict
+    from glacierfacies.mapping.scene_features import SceneFeatures
+    from glacierfacies.outlines import rasterise_outlines, read_outlines
+    from glacierfacies.stack import scene_notes
 
+    t_start = time.perf_counter()
     height, width = grid.shape
-    margin = members[0].patch_size // 2 + BLOCK_CONTEXT_PX
-    context = None
+    halo = members[0].patch_size // 2
     gdf = read_outlines(outlines, grid=grid)  # raises when no outline touches the scene
-
+    mask = rasterise_outlines(grid, gdf, buffer_m=buffer_m, as_mask=True)
+    if not mask.any():
+        raise InputError(outlines, "no glacier outline overlaps the scene")
+    feats = SceneFeatures(scene, dem, outlines, grid, read=read, device=device,
+                          buffer_m=buffer_m, halo=halo)
+    timing = {"mask": time.perf_counter() - t_start}
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
-    todo = []
+    todo = []  # (r0, c0, bh, bw, window)
     for r0, c0 in blocks:
         bh, bw = min(block_size, height - r0), min(block_size, width - c0)
-        if window_mask(gdf, grid, r0, c0, bh, bw, buffer_m).any():
-            todo.append((r0, c0))
-        else:
+        bb = _mask_bbox(mask[r0 : r0 + bh, c0 : c0 + bw])
+        if bb is None:
             writer.write_nodata(r0, c0, bh, bw)
-    if not todo:
-        raise InputError(outlines, "no glacier outline overlaps the scene")
+            continue
+        wr0, wc0 = r0 + bb[0] - halo, c0 + bb[2] - halo
+        todo.append((r0, c0, bh, bw, (wr0, wc0, bb[1] - bb[0] + 2 * halo,
+                                      bb[3] - bb[2] + 2 * halo)))
     info = {"blocks": len(blocks), "blocks_run": 0, "tiles_run": 0, "tiles_skipped": 0,
-            "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "terrain": {}}
+            "scene_id": None, "sensor": "", "acquired": "", "notes": {}, "terrain": {},
+            "window_px": int(sum(w[2] * w[3] for *_, w in todo))}
+    for k in ("read", "dem", "terrain", "proximity", "assemble", "inference", "write"):
+        timing[k] = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="blocks", unit="block")
-    for r0, c0 in todo:
-        bh, bw = min(block_size, height - r0), min(block_size, width - c0)
-        bgrid = grid.window(r0 - margin, c0 - margin, bh + 2 * margin, bw + 2 * margin)
-        try:
-            block_scene = read_scene(scene, grid=bgrid, options=read)
-        except InputError as exc:
-            if "no valid pixel" in exc.problem:
+
+    def load(i: int) -> tuple:
+        """Reader thread: the scene window and its DEM (the context comes from the first)."""
+        r0, c0, bh, bw, win = todo[i]
+        t0 = time.perf_counter()
+        rd = feats.read_window(*win)
+        t1 = time.perf_counter()
+        z = None
+        if rd is not None:
+            feats.ensure_context(rd[0])
+            z = feats.read_dem(*win)
+        return rd, z, t1 - t0, time.perf_counter() - t1
+
+    def store(r0, c0, bh, bw, cls, conf, qa, probs) -> float:
+        t0 = time.perf_counter()
+        writer.write(r0, c0, cls, conf, qa, probs)
+        return time.perf_counter() - t0
+
+    workers = 1 if threads else 0
+    reader = ThreadPoolExecutor(max_workers=1) if workers else None
+    wpool = ThreadPoolExecutor(max_workers=1) if workers else None
+    pending_write = None
+    try:
+        if reader is not None and todo:
+            # the first read makes the context the reads after it need: run it first
+            nxt = reader.submit(load, 0)
+        for i, (r0, c0, bh, bw, win) in enumerate(todo):
+            if reader is not None:
+                rd, z, t_read, t_dem = nxt.result()
+                if i + 1 < len(todo):
+                    nxt = reader.submit(load, i + 1)
+            else:
+                rd, z, t_read, t_dem = load(i)
+            timing["read"] += t_read
+            timing["dem"] += t_dem
+            wf = None if rd is None else feats.window(*win, read=rd, dem=z)
+            if wf is None:
+                if pending_write is not None:
+                    timing["write"] += pending_write.result()
+                    pending_write = None
                 writer.write_nodata(r0, c0, bh, bw)
+                if bar is not None:
+                    bar.update(1)
                 continue
-            raise
-        if context is None:  # the whole scene's margins and sun, for every block
-            context = terrain_context(block_scene, dem, outlines, grid=grid)
-        stack = build_feature_stack(block_scene, dem, outlines, context=context)
-        info.update(scene_id=block_scene.scene_id, sensor=block_scene.sensor,
-                    acquired=block_scene.acquired, notes=scene_notes(block_scene),
-                    terrain=context.tags())
-        bmask = np.zeros(bgrid.shape, bool)
-        rs, cs = max(r0 - margin, 0), max(c0 - margin, 0)
-        re_, ce = min(r0 + bh + margin, height), min(c0 + bw + margin, width)
-        bmask[rs - (r0 - margin) : re_ - (r0 - margin), cs - (c0 - margin) : ce - (c0 - margin)] \
-            = window_mask(gdf, grid, rs, cs, re_ - rs, ce - cs, buffer_m)
-        qa = None if block_scene.qa is None else block_scene.qa[core_of(margin, bh, bw)]
-        del block_scene  # its reflectance is copied into the stack
-        pred = dense_predict(members, stack.features, bmask, observed=stack.observed,
-                             tile_size=tile_size,
-                             device=device, precision=precision, return_probs=return_probs)
-        core = core_of(margin, bh, bw)
-        writer.write(r0, c0, pred.classes[core], pred.confidence[core], qa,
-                     None if pred.probs is None else pred.probs[(slice(None), *core)])
-        info["blocks_run"] += 1
-        info["tiles_run"] += pred.tiles_run
-        info["tiles_skipped"] += pred.tiles_skipped
-        del stack, pred, bmask
+            for k in ("terrain", "proximity", "assemble"):
+                timing[k] += wf.seconds[k]
+            ctx = feats.context
+            info.update(scene_id=wf.scene.scene_id, sensor=wf.scene.sensor,
+                        acquired=wf.scene.acquired, notes=scene_notes(wf.scene),
+                        terrain=ctx.tags())
+            wr0, wc0, wh, ww = win
+            # the window's mapped pixels: this block's only (a neighbour maps its own)
+            wmask = np.zeros((wh, ww), bool)
+            rs, cs = max(wr0, r0), max(wc0, c0)
+            re_, ce = min(wr0 + wh, r0 + bh), min(wc0 + ww, c0 + bw)
+            wmask[rs - wr0 : re_ - wr0, cs - wc0 : ce - wc0] = mask[rs:re_, cs:ce]
+            t0 = time.perf_counter()
+            pred = dense_predict(members, wf.features, wmask, observed=wf.observed,
+                                 tile_size=tile_size, device=device, precision=precision,
+                                 return_probs=return_probs)
+            timing["inference"] += time.perf_counter() - t0
+            cls = np.full((bh, bw), NODATA, np.uint8)
+            conf = np.full((bh, bw), np.nan, np.float32)
+            core = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
+            part = (slice(rs - wr0, re_ - wr0), slice(cs - wc0, ce - wc0))
+            cls[core] = pred.classes[part]
+            conf[core] = pred.confidence[part]
+            qa = None
+            if wf.qa is not None:
+                from glacierfacies.scenes.masks import QA_NODATA
+
+                qa = np.full((bh, bw), QA_NODATA, np.uint8)
+                qa[core] = wf.qa[part]
+            probs = None
+            if pred.probs is not None:
+                probs = np.full((pred.probs.shape[0], bh, bw), np.nan, np.float32)
+                probs[(slice(None), *core)] = pred.probs[(slice(None), *part)]
+            if pending_write is not None:
+                timing["write"] += pending_write.result()
+            if wpool is not None:
+                pending_write = wpool.submit(store, r0, c0, bh, bw, cls, conf, qa, probs)
+            else:
+                timing["write"] += store(r0, c0, bh, bw, cls, conf, qa, probs)
+            info["blocks_run"] += 1
+            info["tiles_run"] += pred.tiles_run
+            info["tiles_skipped"] += pred.tiles_skipped
+            del wf, pred
+            if bar is not None:
+                bar.update(1)
+        if pending_write is not None:
+            timing["write"] += pending_write.result()
+    finally:
+        for pool in (reader, wpool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    info["seconds"] = {k: round(v, 3) for k, v in timing.items()}
     return info
 
 
