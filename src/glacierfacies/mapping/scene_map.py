@@ -322,7 +322,10 @@ def map_scene(
         if t.exists() and not overwrite:
             raise InputError(t, "output exists; pass --overwrite to replace it")
     cfg = (config or MapConfig()).check()
-    buffer_m, device, tile_size, precision = cfg.buffer_m, cfg.device, cfg.tile_size, cfg.precision
+    buffer_m, tile_size, precision = cfg.buffer_m, cfg.tile_size, cfg.precision
+    from glacierfacies.mapping.inference import auto_device
+
+    device = auto_device(cfg.device)
     if str(device).startswith("cpu"):  # same maps, a third of the activation memory
         tile_size = min(tile_size, CPU_MAX_TILE_PX)
     block_size, smoothing = cfg.block_size, cfg.smoothing
@@ -335,8 +338,8 @@ def map_scene(
         members = load_members(models)
     grid = scene_grid(scene, resolution_m)
     _check_dem_overlap(dem, grid)
-    if block_size is None:
-        block_size = DEFAULT_BLOCK_SIZE if grid.height * grid.width > BLOCK_THRESHOLD_PX else 0
+    if block_size is None:  # windows around the glaciers: the least to read and compute
+        block_size = DEFAULT_BLOCK_SIZE
     import rasterio
 
     from glacierfacies.mapping.blockwrite import BlockMapWriter
