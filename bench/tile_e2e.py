@@ -107,6 +107,12 @@ def _child(argv: list[str]) -> None:
                                     "peak_rss_gb": round(rss, 3)}), flush=True)
 
 
+def _path(*first: str) -> str:
+    """PYTHONPATH with `first` ahead of the caller's own entries (e.g. carried wheels)."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join([*first, *rest])
+
+
 def compare(a: Path, b: Path) -> dict:
     """Pixels classified in either map; share of them with the same class."""
     import rasterio
@@ -138,6 +144,8 @@ def main() -> None:
     ap.add_argument("--busy", type=int, default=0,
                     help="busy-loop processes (python -c 'while True: pass') during the runs")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each --src")
+    ap.add_argument("--last-repeat", type=int, default=1,
+                    help="runs of the last --src (the new code) in each repeat")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=argparse.REMAINDER, default=None)
     args = ap.parse_args()
@@ -148,7 +156,7 @@ def main() -> None:
     work = Path(args.workdir) / f"world_{args.size}"
     if not (work / "world.json").exists():
         t0 = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": f"{srcs[-1]}{os.pathsep}{HERE}"}
+        env = {**os.environ, "PYTHONPATH": _path(srcs[-1], str(HERE))}
         subprocess.run([sys.executable, str(HERE / "memory.py"), "--make", "--size",
                         str(args.size), "--workdir", args.workdir], check=True, env=env)
         print(f"world written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -159,13 +167,14 @@ def main() -> None:
               "world": json.loads((work / "world.json").read_text()), "runs": []}
     try:
         for rep in range(args.repeat):
-            for i, src in enumerate(srcs):
+            order = list(enumerate(srcs)) + [(len(srcs) - 1, srcs[-1])] * (args.last_repeat - 1)
+            for i, src in order:
                 out = work / f"facies_{i}.tif"
                 cmd = ["map", str(work / SCENE), "--dem", str(work / "dem.tif"), "--outlines",
                        str(work / "outlines.gpkg"), "--model", str(work / "fold0.pt"), "-o",
                        str(out), "--confidence", str(work / f"confidence_{i}.tif"),
                        "--overwrite", "--device", args.device, "--precision", args.precision]
-                env = {**os.environ, "PYTHONPATH": src}
+                env = {**os.environ, "PYTHONPATH": _path(src)}
                 t0 = time.perf_counter()
                 p = subprocess.run([sys.executable, __file__, "--child", *cmd], env=env,
                                    capture_output=True, text=True)

@@ -86,3 +86,20 @@ def test_torch_terrain_nan_edges_and_sun_cases(device):
     np.testing.assert_array_equal(ty.cpu().numpy(), gy)
     hs = terrain_torch.hillshade(tx, ty).cpu().numpy()
     assert (hs[np.isnan(z)] == 0).all() and (hs[np.isfinite(z)] >= 1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_proximity_equals_scipy_edt(device):
+    rng = np.random.default_rng(0)
+    m = ndimage.gaussian_filter(rng.normal(size=(220, 250)), 7) > 0.03
+    reg = (slice(15, 190), slice(40, 230))
+    for res in (10.0, (10.0, 20.0)):
+        ref = terrain.proximity(m, res)
+        np.testing.assert_array_equal(terrain_torch.proximity(m, res, device=device
+                                                              ).cpu().numpy(), ref)
+        got = terrain_torch.proximity(m, res, region=reg, device=device, chunk=10_000)
+        np.testing.assert_array_equal(got.cpu().numpy(), ref[reg])
+    full = np.ones((20, 30), bool)
+    np.testing.assert_array_equal(terrain_torch.proximity(full, 10.0, device=device
+                                                          ).cpu().numpy(),
+                                  terrain.proximity(full, 10.0))

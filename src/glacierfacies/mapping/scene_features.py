@@ -7,8 +7,9 @@ S x S window reaches: `SceneFeatures.window` computes them on one window (the bo
 a block's glacier pixels plus the receptive halo), reading that window of the scene once, the
 DEM under it plus the shadow reach, and the outlines within the proximity reach. The terrain
 (Horn gradients, slope, hillshade, cast shadow: `terrain_torch`) runs on `device`; proximity
-is scipy's exact distance transform of the outline mask on the window plus the proximity
-reach (one per window, not per whole block margin).
+is the exact distance transform of the outline mask on the window plus the proximity reach
+(one per window, not per whole block margin): scipy's on the CPU, `terrain_torch.proximity`'s
+search over the boundary pixels on CUDA (the same values).
 
 Values on every pixel a mapped pixel's window can see equal `build_feature_stack`'s with the
 same `TerrainContext` (the DEM and outline reads are window-independent; see the module notes
@@ -120,6 +121,10 @@ class SceneFeatures:
         p = self.prox_pad()
         m = rasterise_outlines(self.grid.window(r0 - p, c0 - p, h + 2 * p, w + 2 * p),
                                self.near, as_mask=True)
+        if self.device.type == "cuda":  # the same values, by a brute-force search on the GPU
+            return terrain_torch.proximity(m, (self.res_x, self.res_y),
+                                           region=(slice(p, p + h), slice(p, p + w)),
+                                           device=self.device).cpu().numpy()
         return terrain.proximity(m, (self.res_x, self.res_y))[p : p + h, p : p + w]
 
     def window(self, r0: int, c0: int, h: int, w: int, read: Any = None,
