@@ -70,21 +70,26 @@ class SceneFeatures:
         # every outline that can reach a window's proximity (the cap bounds any margin)
         self.near = read_outlines(outlines, grid=_pad_grid(grid, cap))
 
-    def read_window(self, r0: int, c0: int, h: int, w: int) -> Any:
-        """The scene read on the window (+ the gap-filling context), or None when the
-        window has no valid pixel. Thread-safe (each read opens its own datasets)."""
+    def read_window(self, r0: int, c0: int, h: int, w: int,
+                    outer: tuple[int, int, int, int] | None = None) -> Any:
+        """The scene read on the window (or on `outer` (r0, c0, h, w), a window holding it)
+        plus the gap-filling context: (scene, rows, cols), the window's slices in the
+        scene's arrays, and the read's origin (row, col) in the grid; None when the read
+        has no valid pixel. Thread-safe (each read opens its own datasets)."""
         from glacierfacies.scenes.reader import read_scene
 
         m = 0 if self.read is None else int(self.read.fill_gaps_px)
+        R0, C0, RH, RW = (r0, c0, h, w) if outer is None else outer
         try:
-            sc = read_scene(self.scene_path, grid=self.grid.window(r0 - m, c0 - m, h + 2 * m,
-                                                                   w + 2 * m),
+            sc = read_scene(self.scene_path, grid=self.grid.window(R0 - m, C0 - m, RH + 2 * m,
+                                                                   RW + 2 * m),
                             options=self.read)
         except InputError as exc:
             if "no valid pixel" in exc.problem:
                 return None
             raise
-        return sc, m
+        o_r, o_c = r0 - R0 + m, c0 - C0 + m
+        return sc, (slice(o_r, o_r + h), slice(o_c, o_c + w)), (R0 - m, C0 - m)
 
     def ensure_context(self, sc: Any) -> Any:
         from glacierfacies.stack import terrain_context
@@ -137,7 +142,7 @@ class SceneFeatures:
         read = self.read_window(r0, c0, h, w) if read is None else read
         if read is None:
             return None
-        sc, m = read
+        sc, (rows, cols), _ = read
         self.ensure_context(sc)
         t1 = time.perf_counter()
         z = self.read_dem(r0, c0, h, w) if dem is None else dem
@@ -166,8 +171,8 @@ class SceneFeatures:
         prox = self.proximity(r0, c0, h, w)
         t4 = time.perf_counter()
 
-        valid = np.asarray(sc.valid[m : m + h, m : m + w], bool)
-        refl = torch.from_numpy(np.ascontiguousarray(sc.reflectance[:, m : m + h, m : m + w]))
+        valid = np.asarray(sc.valid[rows, cols], bool)
+        refl = torch.from_numpy(np.ascontiguousarray(sc.reflectance[:, rows, cols]))
         feats = torch.empty((len(FEATURE_NAMES), h, w), dtype=torch.float32, device=dev)
         n_opt = len(OPTICAL_BANDS)
         feats[:n_opt] = refl.to(dev)
@@ -182,7 +187,7 @@ class SceneFeatures:
         feats[:n_opt] = torch.where(obs, feats[:n_opt], math.nan)  # per input: FeatureStack
         for name in ("elevation", "slope", "shadow_mask", "hillshade"):
             feats[_I[name]] = torch.where(dem_ok, feats[_I[name]], math.nan)
-        qa = None if sc.qa is None else np.asarray(sc.qa[m : m + h, m : m + w])
+        qa = None if sc.qa is None else np.asarray(sc.qa[rows, cols])
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t5 = time.perf_counter()

@@ -129,6 +129,14 @@ def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]
+           ) -> tuple[int, int, int, int]:
+    """The smallest window (r0, c0, h, w) holding windows a and b."""
+    r0, c0 = min(a[0], b[0]), min(a[1], b[1])
+    r1, c1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return r0, c0, r1 - r0, c1 - c0
+
+
 def _predict_blocks(
     members: Sequence[Any], scene: PathLike, dem: PathLike, outlines: PathLike, grid: Any,
     buffer_m: float, block_size: int, tile_size: int, device: str, precision: str,
@@ -190,14 +198,24 @@ def _predict_blocks(
 
     def load(i: int) -> tuple:
         """Reader thread: the scene window and its DEM (the context comes from the first)."""
+        import rasterio
+
         r0, c0, bh, bw, win = todo[i]
-        t0 = time.perf_counter()
-        rd = feats.read_window(*win)
-        t1 = time.perf_counter()
-        z = None
-        if rd is not None:
-            feats.ensure_context(rd[0])
-            z = feats.read_dem(*win)
+        # GDAL decodes the tiles of one window read on every core
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=COG_CACHE_MB):
+            t0 = time.perf_counter()
+            # a product with QA bits: its QA band covers the whole block, so read the block
+            # and the window together (the features still come from the window alone)
+            outer = _union(win, (r0, c0, bh, bw)) if qa_mode["on"] else None
+            rd = feats.read_window(*win, outer=outer)
+            if rd is not None and rd[0].qa is not None and outer is None and want_qa:
+                qa_mode["on"] = True
+                rd = feats.read_window(*win, outer=_union(win, (r0, c0, bh, bw)))
+            t1 = time.perf_counter()
+            z = None
+            if rd is not None:
+                feats.ensure_context(rd[0])
+                z = feats.read_dem(*win)
         return rd, z, t1 - t0, time.perf_counter() - t1
 
     def store(r0, c0, bh, bw, cls, conf, qa, probs) -> float:
@@ -205,6 +223,8 @@ def _predict_blocks(
         writer.write(r0, c0, cls, conf, qa, probs)
         return time.perf_counter() - t0
 
+    want_qa = getattr(writer, "qa_out", None) is not None
+    qa_mode = {"on": False}
     workers = 1 if threads else 0
     reader = ThreadPoolExecutor(max_workers=1) if workers else None
     wpool = ThreadPoolExecutor(max_workers=1) if workers else None
@@ -255,11 +275,17 @@ def _predict_blocks(
             cls[core] = pred.classes[part]
             conf[core] = pred.confidence[part]
             qa = None
-            if wf.qa is not None:
+            sc_qa = rd[0].qa
+            if sc_qa is not None:
                 from glacierfacies.scenes.masks import QA_NODATA
 
+                o_r, o_c = rd[2]  # the read's origin in the grid
                 qa = np.full((bh, bw), QA_NODATA, np.uint8)
-                qa[core] = wf.qa[part]
+                hh, wq = sc_qa.shape
+                qs = (slice(max(r0 - o_r, 0), min(r0 + bh - o_r, hh)),
+                      slice(max(c0 - o_c, 0), min(c0 + bw - o_c, wq)))
+                qa[qs[0].start + o_r - r0 : qs[0].stop + o_r - r0,
+                   qs[1].start + o_c - c0 : qs[1].stop + o_c - c0] = sc_qa[qs]
             probs = None
             if pred.probs is not None:
                 probs = np.full((pred.probs.shape[0], bh, bw), np.nan, np.float32)
