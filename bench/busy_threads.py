@@ -35,17 +35,17 @@ def _child(threads: int, seconds: float, batch: int, width: int) -> None:
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.rand(batch, 11, 33, 33)
     y = torch.randint(0, 8, (batch,))
-    steps, t0 = 0, time.perf_counter()
-    while True:
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+
+    for _ in range(3):  # warm-up
+        step()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
         steps += 1
-        if steps == 5:
-            t0, steps = time.perf_counter(), 0  # warm-up done
-        if steps and time.perf_counter() - t0 >= seconds:
-            break
     dt = time.perf_counter() - t0
     print(json.dumps({"steps": steps, "seconds": round(dt, 2),
                       "steps_per_s": round(steps / dt, 2)}))

@@ -201,8 +201,9 @@ def _predict_blocks(
         import rasterio
 
         r0, c0, bh, bw, win = todo[i]
-        # GDAL decodes the tiles of one window read on every core
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=COG_CACHE_MB):
+        # GDAL decodes the tiles of one window read on several cores where there are
+        # enough (on 2 cores they would take the CPU from torch's threads)
+        with rasterio.Env(GDAL_NUM_THREADS=gdal_threads, GDAL_CACHEMAX=COG_CACHE_MB):
             t0 = time.perf_counter()
             # a product with QA bits: its QA band covers the whole block, so read the block
             # and the window together (the features still come from the window alone)
@@ -223,6 +224,9 @@ def _predict_blocks(
         writer.write(r0, c0, cls, conf, qa, probs)
         return time.perf_counter() - t0
 
+    import os
+
+    gdal_threads = "ALL_CPUS" if (os.cpu_count() or 1) >= 4 else "1"
     want_qa = getattr(writer, "qa_out", None) is not None
     qa_mode = {"on": False}
     workers = 1 if threads else 0
