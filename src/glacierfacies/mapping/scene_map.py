@@ -129,6 +129,30 @@ def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+#: On CUDA, window inputs are padded (NaN, nothing mapped there) to multiples of this, so that
+#: the windows share a few tile shapes and cuDNN's autotuning (on for a map) runs per shape,
+#: not per window. Results do not depend on it (tile-size independence).
+CUDA_WINDOW_MULTIPLE = 256
+
+
+def _window_multiple(device: str) -> int:
+    return CUDA_WINDOW_MULTIPLE if str(device).startswith("cuda") else 1
+
+
+def _pad_window(features: Any, mask: np.ndarray, observed: np.ndarray, multiple: int
+                ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Features (F, h, w) NaN-padded, mask and observed False-padded, at the bottom and
+    right to multiples of `multiple` (unchanged for 1)."""
+    import torch
+
+    h, w = mask.shape
+    ph, pw = -(-h // multiple) * multiple - h, -(-w // multiple) * multiple - w
+    if ph == 0 and pw == 0:
+        return features, mask, observed
+    x = torch.nn.functional.pad(features, (0, pw, 0, ph), value=float("nan"))
+    return x, np.pad(mask, ((0, ph), (0, pw))), np.pad(observed, ((0, ph), (0, pw)))
+
+
 def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]
            ) -> tuple[int, int, int, int]:
     """The smallest window (r0, c0, h, w) holding windows a and b."""
@@ -227,6 +251,7 @@ def _predict_blocks(
     import os
 
     gdal_threads = "ALL_CPUS" if (os.cpu_count() or 1) >= 4 else "1"
+    multiple = _window_multiple(device)
     want_qa = getattr(writer, "qa_out", None) is not None
     qa_mode = {"on": False}
     workers = 1 if threads else 0
@@ -268,7 +293,8 @@ def _predict_blocks(
             re_, ce = min(wr0 + wh, r0 + bh), min(wc0 + ww, c0 + bw)
             wmask[rs - wr0 : re_ - wr0, cs - wc0 : ce - wc0] = mask[rs:re_, cs:ce]
             t0 = time.perf_counter()
-            pred = dense_predict(members, wf.features, wmask, observed=wf.observed,
+            x, xm, xo = _pad_window(wf.features, wmask, wf.observed, multiple)
+            pred = dense_predict(members, x, xm, observed=xo,
                                  tile_size=tile_size, device=device, precision=precision,
                                  return_probs=return_probs)
             timing["inference"] += time.perf_counter() - t0
