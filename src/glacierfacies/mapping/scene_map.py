@@ -66,18 +66,12 @@ def predict_stack(
     )
 
 
-BLOCK_THRESHOLD_PX = 5000 * 5000  # scenes larger than this are mapped block by block
-
-
 DEFAULT_BLOCK_SIZE = 2048
 
 
 #: Tiles on CPU are at most this size: a 1024 px tile of the paper-width model holds ~0.6 GB
 #: of activations for a few % less halo work; maps do not depend on the tile size.
 CPU_MAX_TILE_PX = 512
-
-
-BLOCK_CONTEXT_PX = 100  # extra context (beyond the receptive halo) read around each block
 
 
 def scene_grid(scene: PathLike, resolution_m: float = 10.0) -> Any:
@@ -113,11 +107,6 @@ def window_mask(gdf: Any, grid: Any, r0: int, c0: int, h: int, w: int,
     from glacierfacies.outlines import rasterise_outlines
 
     return rasterise_outlines(grid.window(r0, c0, h, w), gdf, buffer_m=buffer_m, as_mask=True)
-
-
-def core_of(margin: int, bh: int, bw: int) -> tuple[slice, slice]:
-    """The block itself inside its (block + margin) arrays."""
-    return slice(margin, margin + bh), slice(margin, margin + bw)
 
 
 def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
