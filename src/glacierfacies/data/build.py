@@ -163,9 +163,10 @@ def build_patchset(
     `device` ('auto', 'cpu', 'cuda'): where the terrain features are computed (CUDA: torch,
     `stack.build_feature_stack`; CPU: numpy).
     """
-    from glacierfacies.mapping.inference import auto_device
+    if device is None or str(device) == "auto":
+        import torch
 
-    device = auto_device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from rasterio.transform import rowcol
     from tqdm import tqdm
 
