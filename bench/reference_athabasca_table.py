@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "src" / "glacierfacies" / "examples" / "athabasca"
 SCENES = {"L30_20200816": "L30 2020-08-16", "S30_20200909": "S30 2020-09-09"}
 MODELS = {"builtin_landsat": "builtin:landsat", "builtin_sentinel2": "builtin:sentinel2",
-          "reference_set1": "paper set 1 (optical)", "reference_set4": "paper set 4 (+terrain)"}
+          "reference_set1": "paper set 1 (optical)", "reference_set4": "paper set 4 (+terrain)",
+          "reference_set1_dense": "paper set 1, dense", "reference_set4_dense": "paper set 4, dense"}
 
 
 def products_row(maps: Path, stem: str) -> dict[str, str]:

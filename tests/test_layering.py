@@ -13,7 +13,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "glacierfacies"
 GROUND = {"__version__", "classes", "features", "errors", "_io", "_testing", "layout", "tasks",
-          "terrain", "smoothing", "progress"}
+          "terrain", "terrain_torch", "smoothing", "progress"}
 ALLOWED: dict[str, set[str]] = {
     "scenes": GROUND,
     "outlines": GROUND | {"scenes"},

@@ -12,6 +12,7 @@ PURE_MODULES = (
     "glacierfacies.features",
     "glacierfacies.errors",
     "glacierfacies.terrain",
+    "glacierfacies.terrain_torch",
     "glacierfacies.smoothing",
     "glacierfacies.model.network",
     "glacierfacies.mapping.inference",

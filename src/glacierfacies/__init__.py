@@ -5,3 +5,7 @@ The package import stays light (numpy only) so that pure-computation modules
 """
 
 __version__ = "0.1.0"
+
+from glacierfacies._threads import configure_openmp as _configure_openmp
+
+_configure_openmp()

@@ -92,9 +92,37 @@ def _read_dem(dem_path, grid: Grid, scene_grid: Grid) -> np.ndarray:
     return z
 
 
+def _terrain_layers(z: np.ndarray, res: tuple[float, float], ctx: TerrainContext,
+                    inner: tuple[slice, slice], device: str | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slope, cast shadow and hillshade of the padded DEM `z`, on its `inner` part."""
+    if device is None or str(device) == "cpu":
+        grads = terrain.horn_gradients(z, res)
+        slope = terrain.slope_from_gradients(*grads)
+        shadow = terrain.cast_shadow(z, res, ctx.sun_azimuth_grid_deg, ctx.sun_elevation_deg,
+                                     max_distance_m=ctx.shadow_reach_m, region=inner)
+        hs = terrain.hillshade(z, res, ctx.sun_azimuth_grid_deg,
+                               max(ctx.sun_elevation_deg, 0.0), gradients=grads)
+        return slope[inner], shadow[inner], hs[inner]
+    import torch
+
+    from glacierfacies import terrain_torch
+
+    zt = torch.from_numpy(np.ascontiguousarray(z)).to(device)
+    gx, gy = terrain_torch.horn_gradients(zt, res)
+    slope = terrain_torch.slope_from_gradients(gx, gy)[inner].cpu().numpy()
+    hs = terrain_torch.hillshade(gx, gy, ctx.sun_azimuth_grid_deg,
+                                 max(ctx.sun_elevation_deg, 0.0))[inner].cpu().numpy()
+    del gx, gy
+    shadow = terrain_torch.cast_shadow(zt, res, ctx.sun_azimuth_grid_deg, ctx.sun_elevation_deg,
+                                       max_distance_m=ctx.shadow_reach_m, region=inner)
+    return slope, shadow.cpu().numpy(), hs
+
+
 def build_feature_stack(
     scene: Scene, dem_path: str | os.PathLike, outlines_path: str | os.PathLike,
     require_outline: bool = True, context: TerrainContext | None = None,
+    device: str | None = None,
 ) -> FeatureStack:
     """The 11 features on the scene's grid (FEATURE_NAMES order; units in FeatureStack).
 
@@ -106,6 +134,8 @@ def build_feature_stack(
     are read. Cast shadow and hillshade use the context's sun, its azimuth turned to grid
     north. Outlines in another CRS are reprojected. `require_outline=False` (a window of a scene, e.g. around off-glacier
     labels) gives an empty outline table instead of an InputError when none is near.
+    `device` 'cuda'/'cuda:N' computes slope, hillshade and cast shadow with `terrain_torch`
+    there (the same shadow mask; slope and hillshade to float rounding); None or 'cpu': numpy.
     """
     from shapely.geometry import box
 
@@ -130,19 +160,7 @@ def build_feature_stack(
     z = _read_dem(dem_path, pgrid, grid)
     if not np.isfinite(z[inner]).any():
         raise InputError(dem_path, "DEM has no valid elevation over the scene")
-    grads = terrain.horn_gradients(z, (res_x, res_y))
-    slope = terrain.slope_from_gradients(*grads)
-    shadow = terrain.cast_shadow(z, (res_x, res_y), ctx.sun_azimuth_grid_deg,
-                                 ctx.sun_elevation_deg, max_distance_m=ctx.shadow_reach_m,
-                                 region=inner)
-    hs = terrain.hillshade(
-        z,
-        (res_x, res_y),
-        ctx.sun_azimuth_grid_deg,
-        max(ctx.sun_elevation_deg, 0.0),
-        gradients=grads,
-    )
-    del grads
+    slope, shadow, hs = _terrain_layers(z, (res_x, res_y), ctx, inner, device)
     prox = terrain.proximity(rasterise_outlines(pgrid, near, as_mask=True), (res_x, res_y))
     # on the scene grid itself, as mapping burns its masks: the same pixels in both
     gidx = rasterise_outlines(grid, outlines)
@@ -152,9 +170,9 @@ def build_feature_stack(
     zin = z[inner]
     terrain_layers = {
         "elevation": zin,
-        "slope": slope[inner],
-        "shadow_mask": shadow[inner].astype(np.float32),
-        "hillshade": hs[inner].astype(np.float32),
+        "slope": slope,
+        "shadow_mask": shadow.astype(np.float32),
+        "hillshade": hs.astype(np.float32),
         "proximity": prox[inner],
     }
     for name, layer in terrain_layers.items():
@@ -233,10 +251,12 @@ def write_feature_stack_blocks(
     scene_path: str | os.PathLike, dem_path: str | os.PathLike,
     outlines_path: str | os.PathLike, path: str | os.PathLike, read_options: Any = None,
     overwrite: bool = True, block_size: int = 2048, progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """The 11-band stack of a scene written block by block (RAM of one block, any scene
     size), with the whole scene's TerrainContext: the same values as `build_feature_stack`
-    on glacier pixels. Returns {"shape", "valid_fraction", "glaciers", "scene_id"}."""
+    on glacier pixels (`device`: see `build_feature_stack`). Returns {"shape",
+    "valid_fraction", "glaciers", "scene_id"}."""
     import rasterio
     from rasterio.windows import Window
 
@@ -272,7 +292,7 @@ def write_feature_stack_blocks(
                     if ctx is None:
                         ctx, first = terrain_context(sc, dem_path, outlines_path, grid=grid), sc
                     st = build_feature_stack(sc, dem_path, outlines_path, require_outline=False,
-                                             context=ctx)
+                                             context=ctx, device=device)
                     dst.write(st.features[:, m : m + bh, m : m + bw], window=win)
                     n_valid += int(st.valid[m : m + bh, m : m + bw].sum())
                     glaciers.update(str(g) for g in st.outlines.geometry.to_wkb())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -21,6 +22,9 @@ __all__ = [
     "slope_aspect_horn",
     "hillshade",
     "cast_shadow",
+    "shadow_steps",
+    "ShadowStep",
+    "SHADOW_LOW",
     "proximity",
     "solar_position",
     "shadow_reach_m",
@@ -152,6 +156,82 @@ def hillshade(
     return out
 
 
+#: "No obstacle" elevation for NaN DEM cells in the cast-shadow march: a constant, so a
+#: window of a DEM marches like the whole DEM does (a value from the array's own minimum
+#: would differ between the two).
+SHADOW_LOW = np.float32(-1e6)
+
+
+@dataclass(frozen=True)
+class ShadowStep:
+    """Step k of the cast-shadow march: the terrain sample toward the sun at k steps is
+    the float32 `zf[r + ra, c + ca] + frac * (zf[r + rb, c + cb] - zf[r + ra, c + ca])`
+    (just `zf[r + ra, c + ca]` when frac == 0), minus `rise` = k * step * tan(elevation);
+    the pixel (r, c) is shadowed when it exceeds zf[r, c]. One definition for the numpy
+    (`cast_shadow`) and the torch (`terrain_torch.cast_shadow`) march."""
+
+    k: int
+    rise: np.float32
+    shifts: tuple[tuple[int, int], tuple[int, int]]
+    frac: np.float32
+
+    def targets(self, h: int, w: int, r0: int, r1: int, c0: int, c1: int
+                ) -> tuple[int, int, int, int] | None:
+        """Target rows/cols (within rows r0:r1, cols c0:c1 of an h x w array) whose both
+        samples fall inside the array; None when none does (the march ends there)."""
+        rs = [s[0] for s in self.shifts]
+        cs = [s[1] for s in self.shifts]
+        t_r0, t_r1 = max(r0, -min(rs)), min(r1, h - max(rs))
+        t_c0, t_c1 = max(c0, -min(cs)), min(c1, w - max(cs))
+        if t_r0 >= t_r1 or t_c0 >= t_c1:
+            return None
+        return t_r0, t_r1, t_c0, t_c1
+
+
+def shadow_steps(shape: tuple[int, int], pixel_size_m: float | tuple[float, float],
+                 sun_azimuth_deg: float, sun_elevation_deg: float, relief_m: float,
+                 max_distance_m: float | None = None) -> list[ShadowStep]:
+    """The steps of the cast-shadow march over an array of `shape` with `relief_m` of
+    relief (see `cast_shadow`): one pixel per step along the dominant axis of the
+    direction toward the sun, linear interpolation across the other, until k * step *
+    tan(elevation) exceeds the relief (or `max_distance_m`). Empty for a sun at or below
+    the horizon or overhead, or a flat array."""
+    if not (0.0 < sun_elevation_deg < 90.0) or not relief_m > 0:
+        return []
+    px, py = _pixel_xy(pixel_size_m)
+    h, w = shape
+    az = math.radians(sun_azimuth_deg)
+    # Direction toward the sun in pixel units: columns grow east, rows grow south.
+    de, dn = math.sin(az), math.cos(az)
+    dcol, drow = de / px, -dn / py  # pixels per metre along the sun direction
+    major = max(abs(dcol), abs(drow))
+    dcol, drow = dcol / major, drow / major  # one pixel per step along the dominant axis
+    step_m = 1.0 / major  # horizontal metres per step
+    tan_e = math.tan(math.radians(sun_elevation_deg))
+    reach = relief_m / tan_e
+    if max_distance_m is not None:
+        reach = min(reach, float(max_distance_m))
+    along_rows = abs(drow) >= abs(dcol)
+    n_steps = min(int(math.ceil(reach / step_m)), h if along_rows else w)
+    out = []
+    for k in range(1, n_steps + 1):
+        rise = np.float32(k * step_m * tan_e)
+        if along_rows:
+            dr = int(round(k * drow))
+            off = k * dcol
+            c0 = math.floor(off)
+            frac = np.float32(off - c0)
+            shifts = ((dr, c0), (dr, c0 + 1))
+        else:
+            dc = int(round(k * dcol))
+            off = k * drow
+            r0 = math.floor(off)
+            frac = np.float32(off - r0)
+            shifts = ((r0, dc), (r0 + 1, dc))
+        out.append(ShadowStep(k, rise, shifts, frac))
+    return out
+
+
 def cast_shadow(
     dem: np.ndarray,
     pixel_size_m: float | tuple[float, float],
@@ -184,62 +264,30 @@ def cast_shadow(
         return shadow
     if sun_elevation_deg <= 0.0:
         return valid.copy()
-    px, py = _pixel_xy(pixel_size_m)
-    h, w = z.shape
-    az = math.radians(sun_azimuth_deg)
-    # Direction toward the sun in pixel units: columns grow east, rows grow south.
-    de, dn = math.sin(az), math.cos(az)
-    dcol, drow = de / px, -dn / py  # pixels per metre along the sun direction
-    major = max(abs(dcol), abs(drow))
-    dcol, drow = dcol / major, drow / major  # one pixel per step along the dominant axis
-    step_m = 1.0 / major  # horizontal metres per step
-    tan_e = math.tan(math.radians(sun_elevation_deg))
     zmin, zmax = float(np.nanmin(z)), float(np.nanmax(z))
-    relief = zmax - zmin
-    if relief <= 0:
+    steps = shadow_steps(z.shape, pixel_size_m, sun_azimuth_deg, sun_elevation_deg,
+                         zmax - zmin, max_distance_m)
+    if not steps:
         return shadow
-    reach = relief / tan_e
-    if max_distance_m is not None:
-        reach = min(reach, float(max_distance_m))
-    n_steps = min(int(math.ceil(reach / step_m)), h if abs(drow) >= abs(dcol) else w)
-    # "no obstacle" value for NaN cells: a constant, so a window of a DEM marches like the
-    # whole DEM does (a value from the array's own minimum would differ between the two)
-    low = np.float32(-1e6)
-    zf = np.where(valid, z, low).astype(np.float32)
-    along_rows = abs(drow) >= abs(dcol)
+    zf = np.where(valid, z, SHADOW_LOW).astype(np.float32)
+    h, w = z.shape
     if region is None:
         region = (slice(0, h), slice(0, w))
     g_r0, g_r1, _ = region[0].indices(h)
     g_c0, g_c1, _ = region[1].indices(w)
-    for k in range(1, n_steps + 1):
-        rise = np.float32(k * step_m * tan_e)
-        if along_rows:
-            dr = int(round(k * drow))
-            off = k * dcol
-            c0 = math.floor(off)
-            frac = np.float32(off - c0)
-            shifts = ((dr, c0), (dr, c0 + 1))
-        else:
-            dc = int(round(k * dcol))
-            off = k * drow
-            r0 = math.floor(off)
-            frac = np.float32(off - r0)
-            shifts = ((r0, dc), (r0 + 1, dc))
-        # Target rows/cols whose both samples fall inside the array.
-        rs = [s[0] for s in shifts]
-        cs = [s[1] for s in shifts]
-        t_r0, t_r1 = max(g_r0, -min(rs)), min(g_r1, h - max(rs))
-        t_c0, t_c1 = max(g_c0, -min(cs)), min(g_c1, w - max(cs))
-        if t_r0 >= t_r1 or t_c0 >= t_c1:
+    for st in steps:
+        t = st.targets(h, w, g_r0, g_r1, g_c0, g_c1)
+        if t is None:
             break
-        (ra, ca), (rb, cb) = shifts
+        t_r0, t_r1, t_c0, t_c1 = t
+        (ra, ca), (rb, cb) = st.shifts
         sa = zf[t_r0 + ra : t_r1 + ra, t_c0 + ca : t_c1 + ca]
         sb = zf[t_r0 + rb : t_r1 + rb, t_c0 + cb : t_c1 + cb]
-        if frac == 0:
-            sample = sa - rise
+        if st.frac == 0:
+            sample = sa - st.rise
         else:
-            sample = sa + frac * (sb - sa)
-            sample -= rise
+            sample = sa + st.frac * (sb - sa)
+            sample -= st.rise
         tgt = (slice(t_r0, t_r1), slice(t_c0, t_c1))
         shadow[tgt] |= sample > zf[tgt]
     shadow &= valid

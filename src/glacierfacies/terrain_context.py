@@ -8,6 +8,7 @@ whole-scene features exactly (`stack.build_feature_stack`, `mapping`, `data.buil
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,18 +101,31 @@ def _dem_relief(dem_path, grid: Grid, margin_m: float) -> float:
             raise InputError(dem_path, "DEM does not overlap the scene")
         win = from_bounds(*b, transform=src.transform).round_offsets().round_lengths()
         win = win.intersection(Window(0, 0, src.width, src.height))
-        lo, hi = math.inf, -math.inf
-        step = max(1, (1 << 24) // max(int(win.width), 1))
-        for r in range(int(win.row_off), int(win.row_off + win.height), step):
-            h = min(step, int(win.row_off + win.height) - r)
+    step = max(1, (1 << 22) // max(int(win.width), 1))
+    strips = [(r, min(step, int(win.row_off + win.height) - r))
+              for r in range(int(win.row_off), int(win.row_off + win.height), step)]
+
+    def strip_range(strip: tuple[int, int]) -> tuple[float, float]:
+        r, h = strip
+        with _open_raster(dem_path) as ds:  # one dataset per thread
             try:
-                z = src.read(1, window=Window(win.col_off, r, win.width, h), masked=True)
+                z = ds.read(1, window=Window(win.col_off, r, win.width, h), masked=True)
             except rasterio.errors.RasterioError as exc:
                 raise InputError(dem_path, f"cannot read DEM ({str(exc).splitlines()[0]})"
                                  ) from None
-            z = np.ma.masked_invalid(z.astype(np.float32))
-            if z.count():
-                lo, hi = min(lo, float(z.min())), max(hi, float(z.max()))
+        z = np.ma.masked_invalid(z.astype(np.float32))
+        if not z.count():
+            return math.inf, -math.inf
+        return float(z.min()), float(z.max())
+
+    # strips decoded on every core (GDAL releases the GIL): exact, like one pass
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(8, os.cpu_count() or 1, len(strips)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ranges = list(pool.map(strip_range, strips))
+    lo = min((a for a, _ in ranges), default=math.inf)
+    hi = max((b for _, b in ranges), default=-math.inf)
     return hi - lo if hi >= lo else 0.0
 
 

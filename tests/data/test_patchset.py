@@ -78,7 +78,7 @@ def use_fake_stacks(monkeypatch, stacks: dict[str, types.SimpleNamespace]) -> No
         return types.SimpleNamespace(**vars(stacks[sid].scene), grid=grid or full_grid(sid))
 
     def build_feature_stack(scene, dem_path, outlines_path, require_outline=True,
-                            context=None):
+                            context=None, device=None):
         st, g = stacks[scene.scene_id], scene.grid
         c0 = round((g.transform.c - st.transform.c) / st.transform.a)
         r0 = round((g.transform.f - st.transform.f) / st.transform.e)

@@ -341,6 +341,24 @@ def test_map_scene_buffer_and_block_reading(mapped):
     assert (tmp / "c_blocks.tif").read_bytes() == (tmp / "c_whole.tif").read_bytes()
 
 
+def test_block_windows_padded_as_on_cuda_give_the_same_map(mapped, monkeypatch):
+    """The CUDA path pads each window's inputs (NaN) to shared tile shapes; the map must not
+    change (checked here on the CPU by forcing the padding)."""
+    from glacierfacies.mapping import scene_map
+
+    d, tmp = mapped, mapped["tmp"]
+    scene = [s for s in d["scenes"] if s.name.startswith("S2")][0]
+    kw = dict(dem=d["dem"], outlines=d["outlines"], models=d["models"], progress=False)
+    cfg = MapConfig(tile_size=128, block_size=300)
+    scene_map.map_scene(scene, out=tmp / "win1.tif", confidence_out=tmp / "cwin1.tif",
+                        config=cfg, **kw)
+    monkeypatch.setattr(scene_map, "_window_multiple", lambda device: 96)
+    scene_map.map_scene(scene, out=tmp / "win96.tif", confidence_out=tmp / "cwin96.tif",
+                        config=cfg, **kw)
+    assert (tmp / "win1.tif").read_bytes() == (tmp / "win96.tif").read_bytes()
+    assert (tmp / "cwin1.tif").read_bytes() == (tmp / "cwin96.tif").read_bytes()
+
+
 def test_bad_input_one_line_errors_nothing_written(mapped, tmp_path):
     import subprocess
     import sys

@@ -10,6 +10,7 @@ from glacierfacies._io import check_output
 from glacierfacies.cli.main import cli
 from glacierfacies.cli.options import (
     dem_option,
+    device_option,
     fold_options,
     outlines_option,
     overwrite_option,
@@ -66,13 +67,17 @@ def _dataset_scene_paths(scenes: tuple[Path, ...]) -> list[Path]:
               help="Subset name (optical, optical+elevation, ...) or comma list.")
 @patch_dtype_option
 @fold_options
+@device_option()
 @read_options_decorator
 @overwrite_option("OUT")
 def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, any_patch_size,
-                      features, dtype, k_folds, fold_column, seed, overwrite, **read_kw) -> None:
+                      features, dtype, k_folds, fold_column, seed, device, overwrite,
+                      **read_kw) -> None:
     """Sample patches of the feature stack at labelled points into a PatchSet folder."""
     from glacierfacies.data.build import build_patchset
     from glacierfacies.data.patchset import check_patch_size
+    from glacierfacies.mapping.config import check_device
+    from glacierfacies.mapping.inference import auto_device
     from glacierfacies.model.network import pooled_grid_size
 
     check_patch_size(patch_size)
@@ -81,12 +86,13 @@ def dataset_build_cmd(scenes, dem, outlines, labels, out_dir, patch_size, any_pa
             pooled_grid_size(patch_size)
         except ValueError as exc:
             raise InputError(None, f"--patch-size: {exc} (or pass --any-patch-size)") from None
+    device = check_device(auto_device(device))  # terrain features on CUDA when present
     check_output(out_dir, overwrite=overwrite)  # before sampling any scene
     options = read_options(read_kw)
     ps = build_patchset(_dataset_scene_paths(scenes), dem, outlines, labels,
                         patch_size=patch_size, features=features, dtype=dtype,
                         k_folds=k_folds, fold_column=fold_column, seed=seed, out_dir=out_dir,
-                        overwrite=overwrite, read_options=options)
+                        overwrite=overwrite, read_options=options, device=device)
     s = ps.provenance["summary"]
     click.echo(f"{out_dir}: kept {s['kept']} of {s['labels']} points; skipped "
                f"{s['skipped_edge']} near a scene edge, {s['skipped_invalid']} with invalid "

@@ -79,13 +79,14 @@ def outlines_option(*, required: bool = True, must_exist: bool = False) -> Decor
 
 def device_option(*, auto: bool = False) -> Decorator:
     """`--device`: where torch runs. With `auto` (training) the default is left to the
-    preset, which takes CUDA when present; mapping defaults to the CPU."""
+    preset, which takes CUDA when present; mapping, features and dataset build default to
+    'auto' (CUDA when present)."""
     if auto:
         return click.option("--device", default=None,
                             help="auto (default: CUDA when present, else CPU), cpu, cuda or "
                                  "cuda:N.")
-    return click.option("--device", default="cpu", show_default=True,
-                        help="cpu, cuda or cuda:N.")
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
 
 
 def overwrite_option(what: str = "the output", *, help: str | None = None) -> Decorator:

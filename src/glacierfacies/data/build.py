@@ -58,6 +58,7 @@ def _sample_scene_windows(
     scene: str | os.PathLike, grid: Any, dem_path: str | os.PathLike,
     outlines_path: str | os.PathLike, rows: np.ndarray, cols: np.ndarray, patch_size: int,
     fidx: list[int], read_options: Any, store: Any, store_rows: np.ndarray, dt: Any,
+    device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Patches of one scene's points, read block by block: never the whole-scene stack.
 
@@ -94,7 +95,7 @@ def _sample_scene_windows(
         if context is None:  # the whole scene's margins and sun, as mapping uses them
             context = terrain_context(block_scene, dem_path, outlines_path, grid=grid)
         stack = build_feature_stack(block_scene, dem_path, outlines_path,
-                                    require_outline=False, context=context)
+                                    require_outline=False, context=context, device=device)
         feats = np.asarray(stack.features)[fidx]
         rr, cc = rows[pick] - r0, cols[pick] - c0
         windows, ok, _ = sample_windows(feats, rr, cc, patch_size)
@@ -233,6 +234,7 @@ def build_patchset(
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = True,
     read_options: Any = None,
+    device: str | None = None,
 ) -> PatchSet:
     """Sample S×S patches of the feature stack at every labelled point.
 
@@ -242,7 +244,13 @@ def build_patchset(
     scene is not given, or that lie outside their scene, raise InputError. With `out_dir`
     the patches are written straight to disk (never all in RAM) and the set is returned
     memory-mapped. `read_options` (`scenes.options.ReadOptions`) says how scenes are read.
+    `device` ('auto', 'cpu', 'cuda'): where the terrain features are computed (CUDA: torch,
+    `stack.build_feature_stack`; CPU: numpy).
     """
+    if device is None or str(device) == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from rasterio.transform import rowcol
 
     from glacierfacies.progress import tqdm
@@ -304,7 +312,7 @@ def build_patchset(
                                               f"y={y[outside][0]:.1f} in {grid.crs})")
             usable, edge, sc = _sample_scene_windows(
                 scenes[sid], grid, dem_path, outlines_path, r, c, patch_size, fidx,
-                read_options, store, rows_i, dt)
+                read_options, store, rows_i, dt, device=device)
             keep[rows_i[usable]] = True
             xs[rows_i], ys[rows_i] = x, y
             crs_txt[rows_i] = grid.crs.to_string()

@@ -35,6 +35,22 @@ from glacierfacies.mapping.config import PathLike
 SMOOTH_WINDOW_PX = 2048  # rows/cols of one smoothing window (+ a 1 px halo)
 
 
+def _mode_filter_classified(block: np.ndarray, mode_filter: Any) -> np.ndarray:
+    """`mode_filter(block)`, computed on the bounding box of the classified pixels + 1 px
+    only (nodata stays nodata and is never counted, so the rest cannot change): a tile's
+    map is mostly nodata off the glaciers."""
+    valid = block != NODATA_CLASS
+    rows = np.flatnonzero(valid.any(axis=1))
+    if rows.size == 0:
+        return block
+    cols = np.flatnonzero(valid.any(axis=0))
+    r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, block.shape[0])
+    c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, block.shape[1])
+    out = block.copy()
+    out[r0:r1, c0:c1] = mode_filter(block[r0:r1, c0:c1])
+    return out
+
+
 class BlockMapWriter:
     """Collect a map's blocks on disk, then `finish` into the COGs (atomic, map renamed last).
 
@@ -183,7 +199,8 @@ class BlockMapWriter:
                         rs, cs = max(r0 - 1, 0), max(c0 - 1, 0)
                         re_, ce = min(r0 + bh + 1, h), min(c0 + bw + 1, w)
                         block = src.read(1, window=self._window(rs, cs, re_ - rs, ce - cs))
-                        block = mode_filter(block)[r0 - rs : r0 - rs + bh, c0 - cs : c0 - cs + bw]
+                        block = _mode_filter_classified(block, mode_filter)
+                        block = block[r0 - rs : r0 - rs + bh, c0 - cs : c0 - cs + bw]
                     else:
                         block = src.read(1, window=self._window(r0, c0, bh, bw))
                     dst.write(block, 1, window=self._window(r0, c0, bh, bw))

@@ -53,15 +53,15 @@ PRECISIONS = ("fp32", "bf16")
 class MapConfig:
     """How a scene is mapped; shared by `map`, `map-many` and the main job's configuration.
 
-    `buffer` is text ('50m', '0.1km') or metres. `block_size` None maps scenes up to
-    BLOCK_THRESHOLD_PX pixels whole and larger ones by blocks; 0 forces whole-scene
-    mapping and N > 0 blocks of N pixels. Results do not depend on `tile_size`. `read` says
+    `buffer` is text ('50m', '0.1km') or metres. `block_size` None maps by blocks of
+    `scene_map.DEFAULT_BLOCK_SIZE` (each computed on the window around its glacier pixels);
+    0 forces whole-scene mapping (the whole feature stack) and N > 0 blocks of N pixels. Results do not depend on `tile_size`. `read` says
     how scenes are read (band map, DN coding, product masks: `scenes.options.ReadOptions`).
     """
 
     buffer: str | float = 0.0
     smoothing: bool = True
-    device: str = "cpu"
+    device: str = "auto"  # CUDA when present (`inference.auto_device`)
     tile_size: int = 1024
     precision: str = "fp32"
     confidence_dtype: str = "uint8"

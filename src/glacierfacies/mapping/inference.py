@@ -52,11 +52,19 @@ class DensePrediction:
     stats: dict = field(default_factory=dict)
 
 
+def auto_device(device: str | torch.device | None) -> str:
+    """'auto' (or None) -> 'cuda' when CUDA is available, else 'cpu'; other names as given."""
+    if device is None or str(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device from 'cpu' / 'cuda' / 'cuda:N'; ValueError if unknown or unavailable."""
-    name = str(device)
+    """A torch device from 'auto' / 'cpu' / 'cuda' / 'cuda:N' ('auto': CUDA when present);
+    ValueError if unknown or unavailable."""
+    name = auto_device(device)
     if not (name == "cpu" or name == "cuda" or name.startswith("cuda:") or name == "mps"):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
     if name == "mps" and not torch.backends.mps.is_available():
