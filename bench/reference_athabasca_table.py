@@ -100,7 +100,9 @@ def figure(maps: Path, out: Path) -> None:
             if tag == "builtin":
                 tag = "builtin_landsat" if scene.startswith("L30") else "builtin_sentinel2"
             ax = axes[i, j]
-            ax.set_axis_off()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_facecolor("#9a9a9a")  # snow is white: off-glacier grey
             f = maps / f"{scene}_{tag}_facies.tif"
             if not f.exists():
                 continue
@@ -110,7 +112,7 @@ def figure(maps: Path, out: Path) -> None:
             a = a[rows.min(): rows.max() + 1, cols_.min(): cols_.max() + 1]
             ax.imshow(np.ma.masked_equal(a, 255), cmap=cmap, vmin=-0.5,
                       vmax=len(CLASS_NAMES) - 0.5, interpolation="nearest")
-            ax.set_title(f"{label}: {title}" + (f" ({MODELS[tag]})" if j == 0 else ""),
+            ax.set_title(f"{label}\n{title}" + (f" ({MODELS[tag]})" if j == 0 else ""),
                          fontsize=10)
     fig.legend(handles=[Patch(color=np.array(CLASS_COLOURS[c]) / 255, label=c)
                         for c in CLASS_NAMES], loc="lower center", ncol=8, frameon=False)
