@@ -66,11 +66,11 @@ def main() -> None:
             z = zone_shares(args.maps / f"{stem}_facies.tif", EX / "athabasca_dem.tif",
                             EX / "athabasca_outline.shp")
             r = products_row(args.maps, stem)
-            areas = np.array([float(r[f"area_km2_{c}"]) for c in CLASS_NAMES])
-            frac = 100 * areas / areas.sum()
+            areas = np.array([float(r[f"area_km2_{c}"] or "nan") for c in CLASS_NAMES])
+            frac = 100 * areas / np.nansum(areas)  # NaN: a class the model cannot map
             cells = [label, name, f"{100 * z['below 2300 m']['share']:.1f}%",
                      f"{100 * z['above 2700 m']['share']:.1f}%",
-                     *[f"{f:.1f}" for f in frac],
+                     *[f"{f:.1f}" if np.isfinite(f) else "n/a" for f in frac],
                      fmt(r["aar"], r["aar_unc"], 3), fmt(r["aar_snow_firn"],
                                                          r["aar_snow_firn_unc"], 3),
                      fmt(r["snowline_m"], r["snowline_unc_m"], 0),
