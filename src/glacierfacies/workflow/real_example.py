@@ -94,17 +94,25 @@ def real_section(out: Path, summary: dict[str, Any], fig_dir: Path):
     prod_csv = get_filepath("real_products_csv", out)
     if prod_csv.is_file():
         prod = pd.read_csv(prod_csv)
-        names = {"date": "date", "sensor": "sensor", "observed_fraction": "observed",
-                 "aar": "AAR", "aar_unc": "± AAR", "snowline_m": "snowline (m)",
-                 "snowline_unc_m": "± (m)", "area_km2_ice": "ice km²", "area_km2_snow": "snow km²",
+        # two tables, so each fits the page: the products, then the class areas
+        products = {"date": "date", "sensor": "sensor", "observed_fraction": "observed",
+                    "aar": "AAR", "aar_unc": "± AAR", "snowline_m": "snowline (m)",
+                    "snowline_unc_m": "± (m)", "uncertainty_method": "± from",
+                    "firn_mapped": "firn mapped", "outline_in_scene": "outline in scene"}
+        areas = {"date": "date", "area_km2_ice": "ice km²", "area_km2_snow": "snow km²",
                  "area_km2_debris": "debris km²", "area_km2_shadow": "shadow km²",
                  "area_km2_water": "water km²", "glacier_area_km2": "glacier km²",
-                 "uncertainty_method": "± from", "firn_mapped": "firn mapped",
-                 "outline_in_scene": "outline in scene", "product_flags": "flags"}
-        cols = [c for c in names if c in prod.columns]
-        shown = prod[cols].rename(columns=names)
-        for c in ("snowline (m)", "± (m)"):
-            if c in shown:
-                shown[c] = shown[c].round(0)
-        tables.append(table_html(shown))
+                 "product_flags": "flags"}
+        for names in (products, areas):
+            cols = [c for c in names if c in prod.columns]
+            shown = prod[cols].rename(columns=names)
+            for c in ("snowline (m)", "± (m)"):
+                if c in shown:
+                    shown[c] = shown[c].round(0)
+            if "flags" in shown:  # long flag names wrap at their words
+                shown["flags"] = shown["flags"].fillna("").astype(str).str.replace(
+                    "_", " ").str.replace(";", "; ")
+            if "± from" in shown:
+                shown["± from"] = shown["± from"].astype(str).str.replace("+", " + ")
+            tables.append(table_html(shown))
     return Section("Real glacier", paras, tables, figs)
