@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.cli.test_overwrite import _main  # `glacierfacies ARGS` in-process via main()
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "data" / "reference"
@@ -21,19 +22,6 @@ WEIGHTS = REFERENCE / "weights"
 ABERLE = REPO.parent / "shared" / "data" / "aberle"
 pytestmark = pytest.mark.skipif(not (WEIGHTS / "1").is_dir(),
                                 reason=f"reference weights absent ({WEIGHTS})")
-
-
-def _main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from glacierfacies.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["glacierfacies", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _one_line_error(code: int, err: str, *names: str) -> None:
